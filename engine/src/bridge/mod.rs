@@ -1,0 +1,1 @@
+//! Bridges: MAC learning, VLANs, flooding; and xconnects.

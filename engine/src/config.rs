@@ -1,0 +1,319 @@
+//! Declarative configuration of the switch: bridges, ports, xconnects.
+//!
+//! The same types are used for the `--config` file (JSON or TOML), the state file
+//! (`/var/lib/uswitch/state.json`), and the bodies of control API requests. They carry
+//! intent only; validation of one item lives here ([`PortConfig::validate`]), validation
+//! against the rest of the switch (bridge exists, name unique) lives in `control`.
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything the switch should have. Order of `ports` is the order they are created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchConfig {
+    #[serde(default)]
+    pub bridges: Vec<BridgeConfig>,
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub xconnects: Vec<XconnectConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    pub name: String,
+    /// MAC aging in seconds (default 300).
+    #[serde(default = "default_aging")]
+    pub aging_secs: u32,
+    /// Maximum MAC table entries (default 4096); learning stops and is counted when full.
+    #[serde(default = "default_fdb_max")]
+    pub fdb_max: u32,
+}
+
+pub fn default_aging() -> u32 {
+    300
+}
+pub fn default_fdb_max() -> u32 {
+    4096
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XconnectConfig {
+    pub a: String,
+    pub b: String,
+}
+
+/// One port. `bridge` and an xconnect are mutually exclusive.
+/// (Unknown fields cannot be rejected here: serde's `flatten` does not support it.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: PortKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "VlanMode::is_none")]
+    pub vlan: VlanMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum PortKind {
+    Memif(MemifConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemifRole {
+    /// uswitch listens on the socket; the peer (client) allocates the memory.
+    Server,
+    /// uswitch connects to the peer's socket and allocates the memory.
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemifMode {
+    #[default]
+    Ethernet,
+    Ip,
+    Punt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemifConfig {
+    /// Socket path; a leading `@` means a Linux abstract socket.
+    pub socket: String,
+    pub role: MemifRole,
+    /// memif interface id (must match the peer's).
+    #[serde(default)]
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Queue pairs (1..=MAX_QUEUES).
+    #[serde(default = "default_queues")]
+    pub queues: u16,
+    /// log2 of ring size (default 10 = 1024 slots).
+    #[serde(default = "default_ring_size")]
+    pub ring_size: u8,
+    /// Buffer size in bytes (default 2048).
+    #[serde(default = "default_buffer_size")]
+    pub buffer_size: u32,
+    #[serde(default)]
+    pub mode: MemifMode,
+}
+
+pub const MAX_QUEUES: u16 = 16;
+pub const MIN_LOG2_RING: u8 = 1;
+pub const MAX_LOG2_RING: u8 = 14;
+pub const MIN_BUFFER: u32 = 128;
+pub const MAX_BUFFER: u32 = 65536;
+/// Longest accepted secret (memif INIT carries 24 bytes).
+pub const MAX_SECRET: usize = 24;
+/// Longest `sun_path` (including the leading NUL of abstract sockets).
+pub const MAX_SUN_PATH: usize = 107;
+
+pub fn default_queues() -> u16 {
+    1
+}
+pub fn default_ring_size() -> u8 {
+    10
+}
+pub fn default_buffer_size() -> u32 {
+    2048
+}
+
+/// VLAN handling of a bridge port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VlanMode {
+    /// Untagged port, VLAN 0 inside the bridge; tagged frames pass unchanged.
+    #[default]
+    None,
+    /// Access port: untagged frames belong to this VLAN; tagged frames arriving are dropped.
+    Access(u16),
+    /// Trunk: tagged frames whose VLAN is in the list pass; others are dropped.
+    Trunk(Vec<u16>),
+}
+
+impl VlanMode {
+    pub fn is_none(&self) -> bool {
+        matches!(self, VlanMode::None)
+    }
+}
+
+/// A config item that cannot be used, with a message a user can act on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid name {0:?}: use 1-32 characters from [A-Za-z0-9._-]")]
+    BadName(String),
+    #[error("port {port}: {msg}")]
+    BadPort { port: String, msg: String },
+    #[error("bridge {bridge}: {msg}")]
+    BadBridge { bridge: String, msg: String },
+    #[error("invalid VLAN id {0}: must be 1..=4094")]
+    BadVlan(u16),
+}
+
+pub fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadName(name.to_string()))
+    }
+}
+
+fn check_vid(v: u16) -> Result<(), ConfigError> {
+    if (1..=4094).contains(&v) {
+        Ok(())
+    } else {
+        Err(ConfigError::BadVlan(v))
+    }
+}
+
+impl VlanMode {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            VlanMode::None => Ok(()),
+            VlanMode::Access(v) => check_vid(*v),
+            VlanMode::Trunk(list) => list.iter().try_for_each(|v| check_vid(*v)),
+        }
+    }
+}
+
+impl BridgeConfig {
+    pub fn new(name: &str) -> Self {
+        BridgeConfig { name: name.to_string(), aging_secs: default_aging(), fdb_max: default_fdb_max() }
+    }
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_name(&self.name)?;
+        if self.fdb_max == 0 || self.fdb_max > 1 << 20 {
+            return Err(ConfigError::BadBridge {
+                bridge: self.name.clone(),
+                msg: "fdb_max must be 1..=1048576".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MemifConfig {
+    /// The socket path as it goes into `sun_path`: abstract sockets (`@name`) get a leading NUL.
+    pub fn is_abstract(&self) -> bool {
+        self.socket.starts_with('@')
+    }
+    pub fn socket_path(&self) -> PathBuf {
+        PathBuf::from(&self.socket)
+    }
+}
+
+impl PortConfig {
+    /// Checks this port alone (not whether its bridge exists).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_name(&self.name)?;
+        self.vlan.validate()?;
+        let bad = |msg: String| ConfigError::BadPort { port: self.name.clone(), msg };
+        match &self.kind {
+            PortKind::Memif(m) => {
+                if m.socket.is_empty() || m.socket == "@" {
+                    return Err(bad("socket path is empty".into()));
+                }
+                if !m.is_abstract() && !m.socket.starts_with('/') {
+                    return Err(bad(format!("socket path {:?} must be absolute or @abstract", m.socket)));
+                }
+                if m.socket.len() > MAX_SUN_PATH {
+                    return Err(bad(format!(
+                        "socket path is {} bytes, longer than the {} bytes sun_path allows",
+                        m.socket.len(),
+                        MAX_SUN_PATH
+                    )));
+                }
+                if m.socket.as_bytes().contains(&0) {
+                    return Err(bad("socket path contains a NUL byte".into()));
+                }
+                if m.queues == 0 || m.queues > MAX_QUEUES {
+                    return Err(bad(format!("queues must be 1..={MAX_QUEUES}, got {}", m.queues)));
+                }
+                if !(MIN_LOG2_RING..=MAX_LOG2_RING).contains(&m.ring_size) {
+                    return Err(bad(format!(
+                        "ring-size is log2 of slots, must be {MIN_LOG2_RING}..={MAX_LOG2_RING}, got {}",
+                        m.ring_size
+                    )));
+                }
+                if !(MIN_BUFFER..=MAX_BUFFER).contains(&m.buffer_size) {
+                    return Err(bad(format!(
+                        "buffer-size must be {MIN_BUFFER}..={MAX_BUFFER}, got {}",
+                        m.buffer_size
+                    )));
+                }
+                if let Some(s) = &m.secret {
+                    if s.len() > MAX_SECRET {
+                        return Err(bad(format!("secret longer than {MAX_SECRET} bytes")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SwitchConfig {
+    /// Parses a config file: TOML when the path ends in `.toml`, JSON otherwise.
+    pub fn parse(text: &str, toml_format: bool) -> Result<Self, String> {
+        if toml_format {
+            toml::from_str(text).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_json_roundtrip_and_defaults() {
+        let p: PortConfig = serde_json::from_str(
+            r#"{"name":"p0","type":"memif","socket":"/run/a.sock","role":"server","bridge":"br0","vlan":{"access":10}}"#,
+        )
+        .unwrap();
+        let PortKind::Memif(m) = &p.kind;
+        assert_eq!((m.queues, m.ring_size, m.buffer_size, m.id), (1, 10, 2048, 0));
+        assert_eq!(p.vlan, VlanMode::Access(10));
+        p.validate().unwrap();
+        let back: PortConfig = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn toml_config() {
+        let c = SwitchConfig::parse(
+            "[[bridges]]\nname='br0'\n[[ports]]\nname='a'\ntype='memif'\nsocket='@a'\nrole='client'\nvlan={trunk=[10,20]}\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.bridges[0].aging_secs, 300);
+        assert_eq!(c.ports[0].vlan, VlanMode::Trunk(vec![10, 20]));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut p: PortConfig = serde_json::from_str(
+            r#"{"name":"p0","type":"memif","socket":"/run/a.sock","role":"server"}"#,
+        )
+        .unwrap();
+        p.vlan = VlanMode::Access(4095);
+        assert_eq!(p.validate(), Err(ConfigError::BadVlan(4095)));
+        p.vlan = VlanMode::None;
+        let PortKind::Memif(m) = &mut p.kind;
+        m.socket = format!("/{}", "x".repeat(120));
+        assert!(p.validate().unwrap_err().to_string().contains("sun_path"));
+        assert!(validate_name("a b").is_err());
+    }
+}
