@@ -11,6 +11,7 @@
 pub mod frames;
 pub mod netns;
 pub mod process;
+pub mod scenario;
 pub mod testpmd;
 pub mod uswitchd;
 

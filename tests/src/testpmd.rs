@@ -313,6 +313,16 @@ impl Testpmd {
             .unwrap_or(false)
     }
 
+    /// `port stop N` + `port start N`. A DPDK memif *client* connects only when its port
+    /// starts and never retries; this makes it connect again (e.g. after uswitchd restarted).
+    /// Forwarding is stopped first (testpmd refuses otherwise) and left stopped.
+    pub fn restart_port(&mut self, port: u16) -> Result<(), String> {
+        self.cmd("stop")?;
+        self.cmd(&format!("port stop {port}"))?;
+        self.cmd(&format!("port start {port}"))?;
+        Ok(())
+    }
+
     /// Starts forwarding (rxonly: starts counting received packets).
     pub fn start_fwd(&mut self) -> Result<(), String> {
         self.cmd("start").map(|_| ())

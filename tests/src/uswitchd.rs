@@ -51,8 +51,12 @@ impl Uswitchd {
             .arg("--control")
             .arg(&self.control)
             .arg("--log-level")
-            .arg("debug")
+            .arg("info")
             .args(&self.extra);
+        // Extra daemon arguments for debugging a run, e.g. USWITCHD_ARGS="--log-level trace".
+        if let Ok(more) = std::env::var("USWITCHD_ARGS") {
+            cmd.args(more.split_whitespace());
+        }
         let mut p = ProcGuard::spawn("uswitchd", cmd, false).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
