@@ -9,6 +9,7 @@
 //!   kill by PID and clean up (hugepage files, sockets) on drop, also when a test panics.
 //! - Use the release binaries (`cargo build --release` first); [`bin_path`] finds them.
 pub mod frames;
+pub mod memif_peer;
 pub mod netns;
 pub mod process;
 pub mod scenario;

@@ -125,3 +125,36 @@ fn pcap_replay_through_memif() {
     let got = frames::read_pcap(&out_b).unwrap();
     assert_eq!(got, sent);
 }
+
+/// The raw memif peer used by the hostile-peer tests is a correct memif client: DPDK accepts
+/// its handshake and receives a frame it writes into the C2S ring.
+#[test]
+fn raw_memif_peer_talks_to_testpmd() {
+    use uswitch_e2e::memif_peer::RawPeer;
+    let _l = e2e_lock();
+    let dir = temp_dir("selfraw");
+    let sock = dir.path().join("raw.sock");
+    let mut srv = TestpmdBuilder::new("selfraw")
+        .memif_server(sock.to_str().unwrap(), MAC_A)
+        .start()
+        .unwrap();
+    srv.start_fwd().unwrap();
+    let mut p = RawPeer::connect(&sock).unwrap();
+    p.handshake(0, "raw").unwrap();
+    srv.wait_link_up(Duration::from_secs(10)).unwrap();
+    let f = frames::eth_frame([0xff; 6], frames::mac(MAC_B), None, 100, 7);
+    for slot in 0..5u32 {
+        p.write_region(RawPeer::c2s_buf(slot), &f).unwrap();
+        p.write_c2s_desc(slot, 0, 0, f.len() as u32, RawPeer::c2s_buf(slot) as u32)
+            .unwrap();
+    }
+    p.set_c2s_head(5).unwrap();
+    let s = srv
+        .wait_stats(0, Duration::from_secs(5), |s| s.rx_packets >= 5)
+        .unwrap();
+    assert_eq!((s.rx_packets, s.rx_bytes), (5, 500));
+    assert!(uswitch_e2e::wait_until(Duration::from_secs(2), || p
+        .c2s_tail()
+        .unwrap()
+        == 5));
+}
