@@ -28,12 +28,14 @@ impl Command {
             "VERSION" => Command::Version,
             "GC" => Command::Gc,
             "STATUS" => Command::Status,
-            _ => return Err(CniError::new(
-                Code::InvalidEnv,
-                format!(
+            _ => {
+                return Err(CniError::new(
+                    Code::InvalidEnv,
+                    format!(
                     "unknown CNI_COMMAND {s:?}: expected ADD, DEL, CHECK, VERSION, GC or STATUS"
                 ),
-            )),
+                ))
+            }
         })
     }
 }
