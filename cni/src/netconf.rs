@@ -93,7 +93,9 @@ pub struct UswitchConf {
     pub create_bridge: Option<bool>,
     /// netType interface: cross-connect the new port to this existing uswitch port.
     pub xconnect: Option<String>,
-    /// Name of the per-pod directory: `containerID` (default) or `cid12` (first 12 chars).
+    /// Name of the per-pod directory: `auto` (default: the container ID, or its first 12
+    /// characters when the full ID would make the socket path too long for `sun_path`),
+    /// `containerID` (always the full ID) or `cid12` (always the first 12 characters).
     pub pod_dir_name: Option<String>,
     /// Owner of the pod directory and socket (default: left as created, root).
     pub uid: Option<u32>,
@@ -189,6 +191,15 @@ impl NetConf {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.uswitch.timeout_ms.unwrap_or(5000).clamp(100, 120_000))
     }
+    /// The socket file name set in the host block for the configured iftype, if any.
+    pub fn socket_file_conf(&self) -> Option<&str> {
+        let f = match self.host.iftype.as_deref() {
+            Some("vhostuser") => self.host.vhost.as_ref()?.socketfile.as_deref(),
+            _ => self.host.memif.as_ref()?.socketfile.as_deref(),
+        };
+        f.filter(|s| !s.is_empty())
+    }
+
     pub fn shared_dir(&self) -> PathBuf {
         PathBuf::from(
             self.shared_dir
@@ -246,18 +257,35 @@ pub fn port_name(container_id: &str, ifname: &str) -> String {
 
 impl Names {
     pub fn derive(conf: &NetConf, container_id: &str, ifname: &str) -> Names {
+        let c12 = cid12(container_id);
+        let memif_socket_file = format!("memif-{c12}-{ifname}.sock");
+        let vhost_socket_file = format!("{c12}-{ifname}");
         let dir_name = match conf.uswitch.pod_dir_name.as_deref() {
-            Some("cid12") => cid12(container_id),
-            _ => container_id,
+            Some("cid12") => c12,
+            Some("containerID") => container_id,
+            _ => {
+                // auto: the full ID unless the socket path would not fit.
+                let sock = conf
+                    .socket_file_conf()
+                    .unwrap_or(match conf.host.iftype.as_deref() {
+                        Some("vhostuser") => &vhost_socket_file,
+                        _ => &memif_socket_file,
+                    });
+                let full = conf.shared_dir().join(container_id).join(sock);
+                if full.as_os_str().len() > MAX_SUN_PATH {
+                    c12
+                } else {
+                    container_id
+                }
+            }
         };
         let pod_dir = conf.shared_dir().join(dir_name);
-        let c12 = cid12(container_id);
         Names {
             port: port_name(container_id, ifname),
             config_data: pod_dir.join(format!("configData-{c12}-{ifname}.json")),
             state: pod_dir.join(format!(".uswitch-{ifname}.json")),
-            memif_socket_file: format!("memif-{c12}-{ifname}.sock"),
-            vhost_socket_file: format!("{c12}-{ifname}"),
+            memif_socket_file,
+            vhost_socket_file,
             pod_dir,
         }
     }
@@ -494,10 +522,10 @@ impl Plan {
             validate_name(x).map_err(|e| bad(format!("uswitch.xconnect: {e}")))?;
         }
         match conf.uswitch.pod_dir_name.as_deref() {
-            None | Some("containerID") | Some("cid12") => {}
+            None | Some("auto") | Some("containerID") | Some("cid12") => {}
             Some(o) => {
                 return Err(bad(format!(
-                    "uswitch.podDirName {o:?} is unknown: use containerID or cid12"
+                    "uswitch.podDirName {o:?} is unknown: use auto, containerID or cid12"
                 )))
             }
         }
@@ -514,7 +542,7 @@ impl Plan {
                     socket_path.len()
                 ),
                 format!(
-                    "{socket_path}: use a shorter sharedDir (e.g. /run/uswitch) or \"uswitch\":{{\"podDirName\":\"cid12\"}}"
+                    "{socket_path}: use a shorter sharedDir (e.g. /run/uswitch), socketfile or ifname"
                 ),
             ));
         }
@@ -664,6 +692,30 @@ mod tests {
         typo["uswitch"] = json!({"contrl":"/x"});
         assert_eq!(resolve(typo).unwrap_err().code, Code::Decode);
         assert_eq!(NetConf::parse(b"{not json").unwrap_err().code, Code::Decode);
+    }
+
+    #[test]
+    fn long_container_ids_use_short_pod_dirs() {
+        let cid = "f".repeat(64);
+        let mut e = env();
+        e.container_id = cid.clone();
+        let c = NetConf::parse(INTEL_README.as_bytes()).unwrap();
+        let p = Plan::resolve(&c, &e).unwrap();
+        assert_eq!(
+            p.names.pod_dir,
+            Path::new(DEFAULT_SHARED_DIR).join(&cid[..12])
+        );
+        assert!(p.socket_path.len() <= MAX_SUN_PATH);
+        // Short IDs keep the full ID as directory name.
+        let p = Plan::resolve(&c, &env()).unwrap();
+        assert!(p.names.pod_dir.ends_with("0123456789abcdef0123"));
+        // Forcing the full ID with a 64-char ID: too long, error 7.
+        let mut v: serde_json::Value = serde_json::from_str(INTEL_README).unwrap();
+        v["uswitch"] = json!({"podDirName": "containerID"});
+        let c = NetConf::parse(v.to_string().as_bytes()).unwrap();
+        let err = Plan::resolve(&c, &e).unwrap_err();
+        assert_eq!(err.code, Code::InvalidConfig);
+        assert!(err.msg.contains("longer than"), "{err}");
     }
 
     #[test]
