@@ -4,6 +4,7 @@
 //! See `docs/control-api.md` and [`uswitch::control::daemon`] for the startup rules.
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use uswitch::control::backend::{real_port_factory, Backend};

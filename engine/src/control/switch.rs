@@ -36,6 +36,9 @@ pub enum SwitchError {
     AlreadyExists(String),
     #[error("{0}")]
     Busy(String),
+    /// A resource (e.g. a socket path) another object already uses.
+    #[error("{0}")]
+    Conflict(String),
     #[error("port {port}: {msg}")]
     PortCreate { port: String, msg: String },
     #[error("dataplane: {0}")]
@@ -49,7 +52,7 @@ impl SwitchError {
         match self {
             SwitchError::Config(_) | SwitchError::Invalid(_) => ErrorCode::InvalidArgument,
             SwitchError::NotFound(_) => ErrorCode::NotFound,
-            SwitchError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            SwitchError::AlreadyExists(_) | SwitchError::Conflict(_) => ErrorCode::AlreadyExists,
             SwitchError::Busy(_) => ErrorCode::Busy,
             SwitchError::PortCreate { .. } | SwitchError::State(_) => ErrorCode::Io,
             SwitchError::Dataplane(d) => match d {
@@ -147,7 +150,7 @@ pub fn check_port_add(m: &SwitchConfig, p: &PortConfig) -> Result<(), SwitchErro
         let server = o.role == crate::config::MemifRole::Server
             || new.role == crate::config::MemifRole::Server;
         if server || o.id == new.id {
-            return Err(SwitchError::AlreadyExists(format!(
+            return Err(SwitchError::Conflict(format!(
                 "socket {} (id {}) is already used by port {}",
                 new.socket, o.id, other.name
             )));
