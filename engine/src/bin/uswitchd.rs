@@ -60,6 +60,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     // Block the shutdown signals in every thread (threads inherit the mask); main waits for them.
