@@ -63,7 +63,7 @@ impl Daemon {
 
     /// SIGTERM, then the exit status and stderr.
     fn stop(mut self) -> (i32, String) {
-        let mut c = self.child.take().unwrap();
+        let c = self.child.take().unwrap();
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let out = c.wait_with_output().unwrap();
