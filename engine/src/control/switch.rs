@@ -213,6 +213,16 @@ pub fn validate_config(c: &SwitchConfig) -> Result<(), SwitchError> {
     Ok(())
 }
 
+/// "what: error", without repeating `what` when the error message already starts with it.
+fn prefixed(what: &str, e: &SwitchError) -> String {
+    let msg = e.to_string();
+    if msg.starts_with(what) {
+        msg
+    } else {
+        format!("{what}: {msg}")
+    }
+}
+
 fn attach_of(p: &PortConfig) -> Attach {
     match &p.bridge {
         Some(b) => Attach::Bridge {
@@ -271,12 +281,12 @@ impl Switch {
         let mut errs = Vec::new();
         for b in &c.bridges {
             if let Err(e) = self.apply_bridge_add(b.clone()) {
-                errs.push(format!("bridge {}: {e}", b.name));
+                errs.push(prefixed(&format!("bridge {}", b.name), &e));
             }
         }
         for p in &c.ports {
             if let Err(e) = self.apply_port_add(p.clone()) {
-                errs.push(format!("port {}: {e}", p.name));
+                errs.push(prefixed(&format!("port {}", p.name), &e));
             }
         }
         for x in &c.xconnects {
