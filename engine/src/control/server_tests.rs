@@ -151,3 +151,78 @@ fn silent_client_does_not_block_others_forever() {
     }
     assert!(raw(&path, b"{\"cmd\":\"show\"}\n").ok);
 }
+
+/// A backend whose queries panic (like a dataplane bug); changes are refused.
+struct PanickingBackend;
+
+impl crate::control::backend::Backend for PanickingBackend {
+    fn add_bridge(&self, _: BridgeConfig) -> Result<(), crate::dataplane::DpError> {
+        Err(crate::dataplane::DpError::Stopped)
+    }
+    fn del_bridge(&self, _: &str) -> Result<(), crate::dataplane::DpError> {
+        Err(crate::dataplane::DpError::Stopped)
+    }
+    fn add_port(
+        &self,
+        _: Box<dyn crate::port::Port>,
+        _: crate::dataplane::Attach,
+    ) -> Result<(), crate::dataplane::DpError> {
+        Err(crate::dataplane::DpError::Stopped)
+    }
+    fn del_port(&self, _: &str) -> Result<(), crate::dataplane::DpError> {
+        Err(crate::dataplane::DpError::Stopped)
+    }
+    fn xconnect(&self, _: &str, _: &str) -> Result<(), crate::dataplane::DpError> {
+        Err(crate::dataplane::DpError::Stopped)
+    }
+    fn del_xconnect(&self, _: &str) -> Result<(), crate::dataplane::DpError> {
+        Err(crate::dataplane::DpError::Stopped)
+    }
+    fn port_stats(
+        &self,
+        _: Option<&str>,
+        _: bool,
+    ) -> Result<Vec<crate::port::PortStats>, crate::dataplane::DpError> {
+        panic!("bug in port_stats")
+    }
+    fn port_infos(&self) -> Result<Vec<crate::port::PortInfo>, crate::dataplane::DpError> {
+        panic!("bug in port_infos")
+    }
+    fn bridges(&self) -> Result<Vec<crate::control::api::BridgeEntry>, crate::dataplane::DpError> {
+        Ok(Vec::new())
+    }
+    fn fdb(
+        &self,
+        _: &str,
+    ) -> Result<Vec<crate::control::api::FdbEntry>, crate::dataplane::DpError> {
+        Ok(Vec::new())
+    }
+    fn worker_stats(
+        &self,
+        _: bool,
+    ) -> Result<crate::control::api::WorkerStats, crate::dataplane::DpError> {
+        Ok(Default::default())
+    }
+    fn stop(self: Box<Self>) {}
+}
+
+#[test]
+fn handler_panic_becomes_internal_error_and_server_survives() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("ctl.sock");
+    let sw = Switch::new(Box::new(PanickingBackend), fake_port_factory(), None);
+    let _srv = Server::spawn(bind(&path).unwrap(), &path, Arc::new(Mutex::new(sw))).unwrap();
+    let err = call(&path, &Request::PortList, T).unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Internal));
+    let err = call(
+        &path,
+        &Request::BridgeAdd {
+            bridge: BridgeConfig::new("br0"),
+        },
+        T,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Internal));
+    assert!(err.to_string().contains("not running"), "{err}");
+    call(&path, &Request::WorkerStats { clear: false }, T).unwrap();
+}
