@@ -108,11 +108,13 @@ struct PortAddArgs {
     /// Socket path (absolute), or @name for an abstract socket.
     #[arg(long, value_name = "PATH")]
     socket: String,
+    /// server: uswitch listens and the peer allocates memory; client: uswitch connects.
     #[arg(long, value_enum)]
     role: RoleArg,
     /// memif interface id (must match the peer's).
     #[arg(long, value_name = "N", default_value_t = 0)]
     id: u32,
+    /// memif secret (at most 24 bytes; the peer must send the same).
     #[arg(long, value_name = "S")]
     secret: Option<String>,
     /// Queue pairs.
@@ -124,6 +126,7 @@ struct PortAddArgs {
     /// Buffer size in bytes.
     #[arg(long, value_name = "N", default_value_t = uswitch::config::default_buffer_size())]
     buffer_size: u32,
+    /// memif interface mode.
     #[arg(long, value_enum, default_value = "ethernet")]
     mode: ModeArg,
     /// Attach to this bridge.
@@ -139,8 +142,11 @@ struct PortAddArgs {
 
 #[derive(Subcommand, Debug)]
 enum PortCmd {
+    /// Create a port (server sockets are bound before this returns).
     Add(PortAddArgs),
+    /// Delete a port, its socket and its xconnect.
     Del { name: String },
+    /// List ports: type, role, link, bridge/VLAN, socket, memory backing, peer.
     List,
 }
 
