@@ -1,14 +1,36 @@
-//! The polling worker. (STUB: signatures only; the bridge/dataplane work replaces the bodies.)
+//! The polling worker thread and the handle the control plane talks to it through.
+//!
+//! Rules it enforces:
+//! - All dataplane state (ports, bridges, xconnects: a [`Switch`]) lives inside one worker
+//!   thread, named `uswitch-worker`, optionally pinned to a core. Nothing is shared: every
+//!   [`Dataplane`] call is a job sent over a crossbeam channel and answered over a reply
+//!   channel, so the hot path takes no locks.
+//! - Jobs run only at a control tick (about every millisecond, timed with the TSC checked once
+//!   per iteration), together with every port's `poll_control`; never inside a burst.
+//! - The worker spins while any port has its link up; with no link up it waits up to 1 ms per
+//!   iteration on the job channel (an idle switch costs almost no CPU, jobs still run at once).
+//! - Cycle accounting like OVS `pmd-stats-show`: the TSC is read once per iteration; an
+//!   iteration that received packets adds its cycles to `busy_cycles`, others (including
+//!   control ticks and idle waits) to `idle_cycles`.
+//! - Dropping the handle (or [`Dataplane::stop`]) stops the worker and joins it; the ports are
+//!   dropped inside the worker. If the worker is gone every call returns [`DpError::Stopped`].
+use crate::bridge::Switch;
 use crate::config::{BridgeConfig, VlanMode};
-use crate::control::api::{BridgeEntry, FdbEntry, WorkerStats};
+use crate::control::api::{BridgeEntry, FdbEntry, WorkerStats, XconnectEntry};
 use crate::port::{Port, PortInfo, PortStats};
+use crate::shm::tsc;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
 /// Where a new port is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attach {
     /// Not forwarding until put in an xconnect.
     None,
-    Bridge { bridge: String, vlan: VlanMode },
+    Bridge {
+        bridge: String,
+        vlan: VlanMode,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,55 +45,415 @@ pub enum DpError {
     Stopped,
 }
 
+/// What the worker thread owns.
+struct Worker {
+    sw: Switch,
+    core: Option<usize>,
+    busy_cycles: u64,
+    idle_cycles: u64,
+    iterations: u64,
+    packets: u64,
+    stop: bool,
+}
+
+impl Worker {
+    fn stats(&mut self, clear: bool) -> WorkerStats {
+        let s = WorkerStats {
+            core: self.core,
+            busy_cycles: self.busy_cycles,
+            idle_cycles: self.idle_cycles,
+            iterations: self.iterations,
+            packets: self.packets,
+            busy_cycles_per_packet: if self.packets == 0 {
+                0.0
+            } else {
+                self.busy_cycles as f64 / self.packets as f64
+            },
+        };
+        if clear {
+            self.busy_cycles = 0;
+            self.idle_cycles = 0;
+            self.iterations = 0;
+            self.packets = 0;
+        }
+        s
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
 /// Handle to the worker thread. All state lives in the worker; calls are messages to it.
-pub struct Dataplane {}
+pub struct Dataplane {
+    jobs: Sender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Pins the calling thread to `core`, refusing cores this process may not use.
+fn pin(core: usize) -> std::io::Result<()> {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let allowed = sched_getaffinity(Pid::from_raw(0)).map_err(std::io::Error::from)?;
+    if !allowed.is_set(core).unwrap_or(false) {
+        let list: Vec<String> = (0..CpuSet::count())
+            .filter(|c| allowed.is_set(*c).unwrap_or(false))
+            .map(|c| c.to_string())
+            .collect();
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "core {core} does not exist or is not usable here (usable: {})",
+                list.join(",")
+            ),
+        ));
+    }
+    let mut set = CpuSet::new();
+    set.set(core).map_err(std::io::Error::from)?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+}
+
+/// TSC ticks per millisecond, measured against the monotonic clock over a few ms.
+fn tsc_per_ms() -> u64 {
+    let t0 = Instant::now();
+    let c0 = tsc();
+    std::thread::sleep(Duration::from_millis(5));
+    let c1 = tsc();
+    let ns = t0.elapsed().as_nanos().max(1);
+    ((u128::from(c1.wrapping_sub(c0)) * 1_000_000 / ns) as u64).max(1)
+}
+
+/// The worker's main loop.
+fn run(jobs: Receiver<Job>, mut w: Worker) {
+    let per_ms = tsc_per_ms();
+    let start = Instant::now();
+    let mut prev = tsc();
+    let mut next_tick = prev;
+    tracing::info!(core = ?w.core, tsc_per_ms = per_ms, "dataplane worker running");
+    loop {
+        let moved = w.sw.poll();
+        let t = tsc();
+        let dt = t.wrapping_sub(prev);
+        prev = t;
+        w.iterations += 1;
+        if moved > 0 {
+            w.busy_cycles += dt;
+            w.packets += moved as u64;
+        } else {
+            w.idle_cycles += dt;
+        }
+        // Wrapping comparison: has `t` reached `next_tick`?
+        if (t.wrapping_sub(next_tick) as i64) < 0 {
+            continue;
+        }
+        loop {
+            match jobs.try_recv() {
+                Ok(job) => job(&mut w),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    w.stop = true;
+                    break;
+                }
+            }
+        }
+        if w.stop {
+            break;
+        }
+        let now = Instant::now();
+        let now_ms = now.duration_since(start).as_millis() as u64;
+        let any_up = w.sw.control_tick(now, now_ms);
+        if any_up {
+            next_tick = t.wrapping_add(per_ms);
+        } else {
+            // Idle: wait for a job for up to 1 ms, then tick again after one iteration.
+            match jobs.recv_timeout(Duration::from_millis(1)) {
+                Ok(job) => job(&mut w),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => w.stop = true,
+            }
+            if w.stop {
+                break;
+            }
+        }
+        let t2 = tsc();
+        w.idle_cycles += t2.wrapping_sub(prev);
+        prev = t2;
+    }
+    tracing::info!("dataplane worker stopping");
+}
 
 impl Dataplane {
+    /// Starts the worker, pinned to `core` when given (an error if that core is not usable).
     pub fn start(core: Option<usize>) -> std::io::Result<Dataplane> {
-        let _ = core;
-        unimplemented!()
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<std::io::Result<()>>(1);
+        let thread = std::thread::Builder::new()
+            .name("uswitch-worker".into())
+            .spawn(move || {
+                if let Some(c) = core {
+                    if let Err(e) = pin(c) {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
+                let w = Worker {
+                    sw: Switch::new(),
+                    core,
+                    busy_cycles: 0,
+                    idle_cycles: 0,
+                    iterations: 0,
+                    packets: 0,
+                    stop: false,
+                };
+                run(jobs_rx, w);
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Dataplane {
+                jobs: jobs_tx,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(std::io::Error::other(
+                    "dataplane worker died while starting",
+                ))
+            }
+        }
     }
+
+    /// Runs `f` inside the worker at its next control tick and returns its result.
+    fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> R + Send + 'static,
+    ) -> Result<R, DpError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job: Job = Box::new(move |w: &mut Worker| {
+            let _ = tx.send(f(w));
+        });
+        self.jobs.send(job).map_err(|_| DpError::Stopped)?;
+        rx.recv().map_err(|_| DpError::Stopped)
+    }
+
     pub fn add_bridge(&self, cfg: BridgeConfig) -> Result<(), DpError> {
-        let _ = cfg;
-        unimplemented!()
+        self.call(move |w| w.sw.add_bridge(cfg))?
     }
+    /// Fails with `Busy` while ports are attached.
     pub fn del_bridge(&self, name: &str) -> Result<(), DpError> {
-        let _ = name;
-        unimplemented!()
+        let name = name.to_string();
+        self.call(move |w| w.sw.del_bridge(&name))?
     }
+    /// Hands `port` to the worker. On error the port is dropped.
     pub fn add_port(&self, port: Box<dyn Port>, attach: Attach) -> Result<(), DpError> {
-        let _ = (port, attach);
-        unimplemented!()
+        self.call(move |w| w.sw.add_port(port, attach))?
     }
+    /// Removes the port from its bridge (flushing its MACs) or xconnect, and drops it.
     pub fn del_port(&self, name: &str) -> Result<(), DpError> {
-        let _ = name;
-        unimplemented!()
+        let name = name.to_string();
+        self.call(move |w| w.sw.del_port(&name))?
     }
+    /// Connects two ports back to back; neither may be on a bridge or in another xconnect.
     pub fn xconnect(&self, a: &str, b: &str) -> Result<(), DpError> {
-        let _ = (a, b);
-        unimplemented!()
+        let (a, b) = (a.to_string(), b.to_string());
+        self.call(move |w| w.sw.xconnect(&a, &b))?
     }
     pub fn del_xconnect(&self, a: &str) -> Result<(), DpError> {
-        let _ = a;
-        unimplemented!()
+        let a = a.to_string();
+        self.call(move |w| w.sw.del_xconnect(&a))?
+    }
+    /// Xconnected pairs.
+    pub fn xconnects(&self) -> Result<Vec<XconnectEntry>, DpError> {
+        self.call(|w| {
+            w.sw.xconnects()
+                .into_iter()
+                .map(|(a, b)| XconnectEntry { a, b })
+                .collect()
+        })
     }
     pub fn port_stats(&self, name: Option<&str>, clear: bool) -> Result<Vec<PortStats>, DpError> {
-        let _ = (name, clear);
-        unimplemented!()
+        let name = name.map(str::to_string);
+        self.call(move |w| w.sw.port_stats(name.as_deref(), clear))?
     }
     pub fn port_infos(&self) -> Result<Vec<PortInfo>, DpError> {
-        unimplemented!()
+        self.call(|w| w.sw.port_infos())
     }
     pub fn bridges(&self) -> Result<Vec<BridgeEntry>, DpError> {
-        unimplemented!()
+        self.call(|w| w.sw.bridges())
     }
     pub fn fdb(&self, bridge: &str) -> Result<Vec<FdbEntry>, DpError> {
-        let _ = bridge;
-        unimplemented!()
+        let bridge = bridge.to_string();
+        self.call(move |w| w.sw.fdb(&bridge))?
     }
     pub fn worker_stats(&self, clear: bool) -> Result<WorkerStats, DpError> {
-        let _ = clear;
-        unimplemented!()
+        self.call(move |w| w.stats(clear))
     }
+    /// Packets per `rx_burst` (1..=256, default 32).
+    pub fn set_burst(&self, n: usize) -> Result<(), DpError> {
+        self.call(move |w| w.sw.set_burst(n))
+    }
+    /// Stops the worker and joins it; all ports are dropped.
     pub fn stop(self) {}
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.jobs.send(Box::new(|w: &mut Worker| w.stop = true));
+            if t.join().is_err() {
+                tracing::error!("dataplane worker panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakeport::{frame, mac, FakeHandle, FakePort, BROADCAST};
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !cond() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn add(dp: &Dataplane, name: &str, bridge: Option<&str>, capture: bool) -> FakeHandle {
+        let (mut p, h) = FakePort::new(name);
+        p.set_capture(capture);
+        let attach = match bridge {
+            Some(b) => Attach::Bridge {
+                bridge: b.into(),
+                vlan: VlanMode::None,
+            },
+            None => Attach::None,
+        };
+        dp.add_port(Box::new(p), attach).unwrap();
+        h
+    }
+
+    #[test]
+    fn worker_forwards_and_accounts_cycles() {
+        let dp = Dataplane::start(None).unwrap();
+        dp.add_bridge(BridgeConfig::new("br0")).unwrap();
+        let a = add(&dp, "a", Some("br0"), true);
+        let b = add(&dp, "b", Some("br0"), true);
+        let c = add(&dp, "c", Some("br0"), true);
+        b.inject(&frame(BROADCAST, mac(2), None, 64));
+        wait_until("flood", || a.tx_packets() == 1 && c.tx_packets() == 1);
+        for _ in 0..1000 {
+            a.inject(&frame(mac(2), mac(1), None, 64));
+        }
+        wait_until("unicast", || b.tx_packets() == 1000);
+        assert_eq!(c.tx_packets(), 1, "learned: no more flooding");
+        let fdb = dp.fdb("br0").unwrap();
+        assert_eq!(fdb.len(), 2);
+        let ws = dp.worker_stats(true).unwrap();
+        assert_eq!(ws.packets, 1001);
+        assert!(
+            ws.busy_cycles > 0 && ws.idle_cycles > 0 && ws.iterations > 0,
+            "{ws:?}"
+        );
+        assert!(ws.busy_cycles_per_packet > 0.0);
+        let ws = dp.worker_stats(false).unwrap();
+        assert_eq!((ws.packets, ws.busy_cycles), (0, 0), "cleared");
+        let st = dp.port_stats(Some("a"), false).unwrap();
+        assert_eq!(st[0].total.rx_packets, 1000);
+        assert_eq!(dp.port_infos().unwrap().len(), 3);
+        assert_eq!(dp.bridges().unwrap()[0].ports, vec!["a", "b", "c"]);
+        for h in [&a, &b, &c] {
+            assert_eq!(h.contract_violations(), 0);
+        }
+        dp.stop();
+        assert!(a.port_dropped() && b.port_dropped() && c.port_dropped());
+    }
+
+    #[test]
+    fn ports_come_and_go_while_traffic_flows() {
+        const N: u64 = 20_000;
+        let dp = Dataplane::start(None).unwrap();
+        dp.add_bridge(BridgeConfig::new("br0")).unwrap();
+        let a = add(&dp, "a", Some("br0"), false);
+        let b = add(&dp, "b", Some("br0"), false);
+        b.inject(&frame(BROADCAST, mac(2), None, 64));
+        wait_until("learn b", || a.tx_packets() == 1);
+        let sender = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let f = frame(mac(2), mac(1), None, 64);
+                for _ in 0..N {
+                    while a.pending_rx() > 256 {
+                        std::thread::yield_now();
+                    }
+                    a.inject(&f);
+                }
+            })
+        };
+        let mut gone = Vec::new();
+        for i in 0..40 {
+            let x = add(&dp, &format!("x{i}"), Some("br0"), false);
+            let y = add(&dp, &format!("y{i}"), None, false);
+            let z = add(&dp, &format!("z{i}"), None, false);
+            dp.xconnect(&format!("y{i}"), &format!("z{i}")).unwrap();
+            y.inject(&frame(mac(9), mac(8), None, 64));
+            wait_until("xconnect traffic", || z.tx_packets() == 1);
+            dp.del_port(&format!("x{i}")).unwrap();
+            dp.del_port(&format!("z{i}")).unwrap();
+            dp.del_port(&format!("y{i}")).unwrap();
+            gone.extend([x, y, z]);
+        }
+        sender.join().unwrap();
+        wait_until("all unicast delivered", || b.tx_packets() == N);
+        for (k, h) in gone.iter().enumerate() {
+            assert!(h.port_dropped());
+            // x (bridged, never a destination of known unicast) and y sent nothing; z one frame.
+            assert_eq!(h.tx_packets(), u64::from(k % 3 == 2), "port #{k}");
+            assert_eq!(h.contract_violations(), 0);
+        }
+        assert_eq!(a.contract_violations() + b.contract_violations(), 0);
+        assert_eq!(
+            dp.port_stats(Some("a"), false).unwrap()[0]
+                .total
+                .drop_no_route,
+            0
+        );
+        assert_eq!(dp.bridges().unwrap()[0].ports, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn pinning_checks_the_core() {
+        let e = Dataplane::start(Some(100_000))
+            .err()
+            .expect("bogus core must fail");
+        assert!(e.to_string().contains("core 100000"), "{e}");
+        let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        let core = (0..64)
+            .find(|c| allowed.is_set(*c).unwrap_or(false))
+            .unwrap();
+        let dp = Dataplane::start(Some(core)).unwrap();
+        assert_eq!(dp.worker_stats(false).unwrap().core, Some(core));
+    }
+
+    #[test]
+    fn idle_worker_sleeps() {
+        let dp = Dataplane::start(None).unwrap();
+        let (p, h) = FakePort::new("down");
+        h.set_link(false);
+        dp.add_port(Box::new(p), Attach::None).unwrap();
+        dp.worker_stats(true).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let it = dp.worker_stats(false).unwrap().iterations;
+        assert!(
+            it <= 260,
+            "no link up: about one iteration per ms, got {it} in 200 ms"
+        );
+        assert!(it >= 20, "still ticking: {it}");
+        assert!(h.polls() >= 20, "poll_control keeps running");
+    }
 }

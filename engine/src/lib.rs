@@ -13,6 +13,7 @@ pub mod bridge;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod fakeport;
 pub mod memif;
 pub mod port;
 pub mod shm;

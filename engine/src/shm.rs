@@ -152,6 +152,23 @@ impl HeapBuf {
     }
 }
 
+/// The CPU timestamp counter (x86_64 `rdtsc`), for cycle accounting in the worker; elsewhere
+/// nanoseconds since the first call. Lives here because this module holds the crate's `unsafe`.
+#[inline]
+pub fn tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: rdtsc has no memory effects and is available on every x86_64 CPU.
+        unsafe { std::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+
 // ---------------------------------------------------------------------------------------------
 // Mapped shared regions (memif memory).
 //

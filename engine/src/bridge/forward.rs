@@ -1,0 +1,294 @@
+//! The forwarding decision for one received burst on a bridge (VPP/Snabb style: a burst in,
+//! one batch per output port out).
+//!
+//! Per packet: read the first [`HEAD_LEN`] bytes, classify the VLAN on the ingress member (not
+//! accepted → drop), learn the source MAC unless it is multicast, then
+//! - known unicast destination → that member (drop if it is the ingress member, is down, or
+//!   does not carry the VLAN);
+//! - unknown unicast, broadcast, multicast → every other member that is up and carries the VLAN;
+//!   no such member → drop.
+//!
+//! Results go into the per-member [`TxItem`] batches (index into the burst + VLAN edit) that
+//! [`Bridge::drain`] hands to the ports, one `tx_burst` per destination. Dropped packets are
+//! returned as a count for the caller to charge to the ingress port (`count_no_route`).
+//!
+//! Hot path rules: no allocation (batches and the dirty list are preallocated at member add),
+//! no locks, no syscalls, no clock reads (`now` comes from the worker's control tick).
+use super::vlan::{Ingress, HEAD_LEN};
+use super::Bridge;
+use crate::port::{PktRef, TxItem, VlanEdit, MAX_BURST};
+
+/// How far ahead packet data is prefetched.
+const PREFETCH: usize = 4;
+
+impl Bridge {
+    /// Decides where each packet of `pkts` (received on member `in_m`) goes; fills the member
+    /// batches. Returns how many packets were dropped for lack of a route. `now` is the
+    /// worker's millisecond tick. At most [`MAX_BURST`] packets are looked at.
+    pub fn forward(&mut self, in_m: u16, pkts: &[PktRef], now: u64) -> u32 {
+        let pkts = &pkts[..pkts.len().min(MAX_BURST)];
+        let Some(in_info) = self.members.get(usize::from(in_m)) else {
+            return pkts.len() as u32;
+        };
+        let in_vlan = &in_info.vlan;
+        let members = &self.members;
+        let batches = &mut self.batches;
+        let dirty = &mut self.dirty;
+        let fdb = &mut self.fdb;
+
+        let mut push = |m: usize, idx: usize, edit: VlanEdit| {
+            let b = &mut batches[m];
+            if b.len == 0 {
+                // Capacity is reserved for every member: never allocates.
+                dirty.push(m as u16);
+            }
+            b.items[usize::from(b.len)] = TxItem {
+                idx: idx as u16,
+                edit,
+            };
+            b.len += 1;
+        };
+
+        for p in pkts.iter().take(PREFETCH) {
+            if let Some(s) = p.segs().first() {
+                s.prefetch();
+            }
+        }
+        let mut no_route = 0u32;
+        for (i, pkt) in pkts.iter().enumerate() {
+            if let Some(s) = pkts.get(i + PREFETCH).and_then(|p| p.segs().first()) {
+                s.prefetch();
+            }
+            let mut head = [0u8; HEAD_LEN];
+            let n = pkt.read_head(&mut head);
+            let Some(ing) = in_vlan.ingress(&head[..n]) else {
+                no_route += 1;
+                continue;
+            };
+            let (mut dst, mut src) = ([0u8; 6], [0u8; 6]);
+            dst.copy_from_slice(&head[0..6]);
+            src.copy_from_slice(&head[6..12]);
+            if src[0] & 1 == 0 {
+                fdb.learn(ing.vid, &src, in_m, now);
+            }
+            if dst[0] & 1 == 0 {
+                if let Some(m) = fdb.lookup(ing.vid, &dst, now) {
+                    let out = members.get(usize::from(m));
+                    match out
+                        .filter(|o| m != in_m && o.up)
+                        .and_then(|o| o.vlan.egress(ing))
+                    {
+                        Some(edit) => push(usize::from(m), i, edit),
+                        None => no_route += 1,
+                    }
+                    continue;
+                }
+            }
+            if flood(members, in_m, ing, i, &mut push) == 0 {
+                no_route += 1;
+            }
+        }
+        no_route
+    }
+}
+
+/// Queues packet `idx` for every member but `in_m` that is up and carries the VLAN; returns
+/// how many copies were queued.
+#[inline]
+fn flood(
+    members: &[super::MemberInfo],
+    in_m: u16,
+    ing: Ingress,
+    idx: usize,
+    push: &mut impl FnMut(usize, usize, VlanEdit),
+) -> u32 {
+    let mut sent = 0;
+    for (m, info) in members.iter().enumerate() {
+        if m == usize::from(in_m) || !info.up {
+            continue;
+        }
+        if let Some(edit) = info.vlan.egress(ing) {
+            push(m, idx, edit);
+            sent += 1;
+        }
+    }
+    sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BridgeConfig, VlanMode};
+    use crate::shm::HeapBuf;
+
+    struct Frames {
+        buf: HeapBuf,
+        pkts: Vec<PktRef>,
+    }
+
+    /// Builds packets from (dst, src, vlan tag) in one heap buffer.
+    fn frames(list: &[([u8; 6], [u8; 6], Option<u16>)]) -> Frames {
+        let mut buf = HeapBuf::new(list.len() * 128);
+        let mut lens = Vec::new();
+        for (k, (d, s, tag)) in list.iter().enumerate() {
+            let b = &mut buf.bytes_mut()[k * 128..];
+            b[..6].copy_from_slice(d);
+            b[6..12].copy_from_slice(s);
+            let mut off = 12;
+            if let Some(t) = tag {
+                b[12..16].copy_from_slice(&[0x81, 0, (t >> 8) as u8, *t as u8]);
+                off = 16;
+            }
+            b[off..off + 2].copy_from_slice(&[0x08, 0x00]);
+            lens.push(off + 2 + 46);
+        }
+        let pkts = lens
+            .iter()
+            .enumerate()
+            .map(|(k, &l)| {
+                let mut p = PktRef::default();
+                p.push_seg(buf.seg(k * 128, l).unwrap());
+                p
+            })
+            .collect();
+        Frames { buf, pkts }
+    }
+
+    const BC: [u8; 6] = [0xff; 6];
+    fn mac(i: u8) -> [u8; 6] {
+        [0x02, 0, 0, 0, 0, i]
+    }
+
+    fn bridge(modes: &[VlanMode]) -> Bridge {
+        let mut b = Bridge::new(BridgeConfig::new("br0"));
+        for (k, m) in modes.iter().enumerate() {
+            b.add_member(100 + k as u16, m, true);
+        }
+        b
+    }
+
+    /// (slot, [(idx, edit)]) for the last burst, sorted by slot.
+    fn out(b: &mut Bridge) -> Vec<(u16, Vec<(u16, VlanEdit)>)> {
+        let mut v = Vec::new();
+        b.drain(|slot, items| v.push((slot, items.iter().map(|t| (t.idx, t.edit)).collect())));
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    #[test]
+    fn learning_stops_flooding() {
+        let mut b = bridge(&[VlanMode::None, VlanMode::None, VlanMode::None]);
+        // A → unknown B floods to members 1 and 2.
+        let f = frames(&[(mac(2), mac(1), None)]);
+        assert_eq!(b.forward(0, &f.pkts, 0), 0);
+        assert_eq!(
+            out(&mut b),
+            vec![
+                (101, vec![(0, VlanEdit::Keep)]),
+                (102, vec![(0, VlanEdit::Keep)])
+            ]
+        );
+        // B answers A: A is known on member 0 → unicast only.
+        let f = frames(&[(mac(1), mac(2), None)]);
+        assert_eq!(b.forward(1, &f.pkts, 1), 0);
+        assert_eq!(out(&mut b), vec![(100, vec![(0, VlanEdit::Keep)])]);
+        // A → B now unicast too.
+        let f = frames(&[(mac(2), mac(1), None), (BC, mac(1), None)]);
+        assert_eq!(b.forward(0, &f.pkts, 2), 0);
+        assert_eq!(
+            out(&mut b),
+            vec![
+                (101, vec![(0, VlanEdit::Keep), (1, VlanEdit::Keep)]),
+                (102, vec![(1, VlanEdit::Keep)])
+            ]
+        );
+        assert_eq!(b.fdb().len(), 2);
+        let _ = &f.buf;
+    }
+
+    #[test]
+    fn drops_are_counted() {
+        let mut b = bridge(&[
+            VlanMode::Access(10),
+            VlanMode::Access(10),
+            VlanMode::Access(20),
+        ]);
+        // Learn mac(1) on member 0, then a frame to mac(1) arriving on member 0: hairpin drop.
+        let f = frames(&[(BC, mac(1), None), (mac(1), mac(3), None)]);
+        assert_eq!(b.forward(0, &f.pkts, 0), 1);
+        out(&mut b);
+        // Tagged frame on an access port: drop. Runt: drop.
+        let mut f = frames(&[(BC, mac(5), Some(10))]);
+        let mut runt = PktRef::default();
+        runt.push_seg(f.buf.seg(0, 13).unwrap());
+        f.pkts.push(runt);
+        assert_eq!(b.forward(1, &f.pkts, 0), 2);
+        // Broadcast on the only VLAN-20 member: nowhere to go.
+        let f = frames(&[(BC, mac(7), None)]);
+        assert_eq!(b.forward(2, &f.pkts, 0), 1);
+        assert!(out(&mut b).is_empty());
+        // Multicast sources are never learned.
+        let f = frames(&[(mac(9), [0x01, 0, 0x5e, 0, 0, 1], None)]);
+        b.forward(0, &f.pkts, 0);
+        assert_eq!(b.fdb().len(), 3, "mac(1), mac(3), mac(7)");
+        assert_eq!(out(&mut b).len(), 1, "flooded to member 1");
+        // A down member gets no flood and no unicast.
+        b.set_member_up(1, false);
+        let f = frames(&[(BC, mac(1), None)]);
+        assert_eq!(b.forward(0, &f.pkts, 0), 1);
+        assert!(out(&mut b).is_empty());
+    }
+
+    #[test]
+    fn vlan_edits_on_the_way_out() {
+        // 0: access 10, 1: trunk [10, 20], 2: access 20, 3: access 10
+        let mut b = bridge(&[
+            VlanMode::Access(10),
+            VlanMode::Trunk(vec![10, 20]),
+            VlanMode::Access(20),
+            VlanMode::Access(10),
+        ]);
+        let f = frames(&[(BC, mac(1), None)]);
+        b.forward(0, &f.pkts, 0);
+        assert_eq!(
+            out(&mut b),
+            vec![
+                (101, vec![(0, VlanEdit::Push(10))]),
+                (103, vec![(0, VlanEdit::Keep)])
+            ]
+        );
+        let f = frames(&[(BC, mac(2), Some(20)), (mac(1), mac(3), Some(10))]);
+        b.forward(1, &f.pkts, 0);
+        assert_eq!(
+            out(&mut b),
+            vec![
+                (100, vec![(1, VlanEdit::Pop)]),
+                (102, vec![(0, VlanEdit::Pop)])
+            ]
+        );
+        // mac(1) is in VLAN 10 only: a VLAN 20 frame to it floods in VLAN 20.
+        let f = frames(&[(mac(1), mac(4), Some(20))]);
+        b.forward(1, &f.pkts, 0);
+        assert_eq!(out(&mut b), vec![(102, vec![(0, VlanEdit::Pop)])]);
+    }
+
+    #[test]
+    fn member_removal_renumbers_fdb() {
+        let mut b = bridge(&[VlanMode::None, VlanMode::None, VlanMode::None]);
+        let f = frames(&[(BC, mac(1), None)]);
+        b.forward(0, &f.pkts, 0);
+        let f = frames(&[(BC, mac(3), None)]);
+        b.forward(2, &f.pkts, 0);
+        out(&mut b);
+        // Removing member 0 moves member 2 (slot 102) to index 0.
+        assert_eq!(b.remove_member(0), Some(102));
+        assert_eq!(b.fdb().lookup(0, &mac(1), 0), None);
+        assert_eq!(b.fdb().lookup(0, &mac(3), 0), Some(0));
+        assert_eq!(b.member_of_slot(102), Some(0));
+        let f = frames(&[(mac(3), mac(2), None)]);
+        b.forward(1, &f.pkts, 0);
+        assert_eq!(out(&mut b), vec![(102, vec![(0, VlanEdit::Keep)])]);
+        assert_eq!(b.remove_member(1), None);
+        assert_eq!(b.remove_member(7), None);
+    }
+}
