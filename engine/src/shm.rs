@@ -182,6 +182,316 @@ pub fn tsc() -> u64 {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Mapped shared regions (memif memory).
+//
+// Additional rules:
+// - A [`MmapRegion`] owns its mapping and its fd; both go away on Drop (munmap, close).
+// - Peer-supplied regions are mapped only after `fstat` shows the file is at least as large as
+//   the size the peer announced. A peer that later shrinks an unsealed file can still make us
+//   fault (SIGBUS); memfds we create are sealed against shrinking (F_SEAL_SHRINK).
+// - [`MmapRegion::atomic_u16`] hands out atomics over shared memory only at 2-byte aligned,
+//   in-bounds offsets; everything else is copied in or out through Segs.
+// ---------------------------------------------------------------------------------------------
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicU16;
+
+const HUGEPAGE: usize = 2 << 20;
+const HUGETLBFS_DIR: &str = "/dev/hugepages";
+const HUGEPAGES_FREE: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
+
+/// Where a region we allocated lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// A 2 MiB-page file on hugetlbfs (unlinked right after creation).
+    Hugetlbfs,
+    /// A sealed memfd with ordinary 4 KiB pages.
+    Memfd4k,
+}
+
+impl Backing {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backing::Hugetlbfs => "hugetlbfs",
+            Backing::Memfd4k => "memfd-4k",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    #[error("region size {0} is invalid")]
+    BadSize(u64),
+    #[error("peer region file is {actual} bytes, smaller than the announced {announced}")]
+    TooSmall { announced: u64, actual: u64 },
+    #[error("{what}: {err}")]
+    Sys { what: &'static str, err: std::io::Error },
+}
+
+fn sys(what: &'static str) -> ShmError {
+    ShmError::Sys { what, err: std::io::Error::last_os_error() }
+}
+
+/// A shared-memory mapping (read/write, MAP_SHARED) together with the fd backing it.
+pub struct MmapRegion {
+    ptr: *mut u8,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the region is a plain shared mapping plus an fd; nothing in it is tied to the creating
+// thread. Concurrent access from the peer process is the protocol's business (atomics for
+// indices, copies for everything else), and within this process a region has one owner (a port,
+// moved into the dataplane worker).
+unsafe impl Send for MmapRegion {}
+
+fn hugetlbfs_has_pages(pages: usize) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    let Ok(dir) = std::ffi::CString::new(HUGETLBFS_DIR) else {
+        return false;
+    };
+    // SAFETY: dir is a valid C string; st is a properly sized out-buffer.
+    let rc = unsafe { libc::statfs(dir.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    if st.f_type != libc::HUGETLBFS_MAGIC {
+        return false;
+    }
+    std::fs::read_to_string(HUGEPAGES_FREE)
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .is_some_and(|free| free >= pages)
+}
+
+impl MmapRegion {
+    /// Allocates a new shared region of at least `size` bytes: on hugetlbfs when it is mounted at
+    /// `/dev/hugepages` and has enough free 2 MiB pages (size rounded up to 2 MiB), else a memfd.
+    /// The memory is zeroed. `name` only labels the file / memfd.
+    pub fn alloc(size: usize, name: &str) -> Result<(MmapRegion, Backing), ShmError> {
+        if size == 0 || size > isize::MAX as usize / 2 {
+            return Err(ShmError::BadSize(size as u64));
+        }
+        let huge_len = size.div_ceil(HUGEPAGE) * HUGEPAGE;
+        if hugetlbfs_has_pages(huge_len / HUGEPAGE) {
+            match Self::alloc_hugetlbfs(huge_len, name) {
+                Ok(r) => return Ok((r, Backing::Hugetlbfs)),
+                Err(e) => tracing::debug!("hugetlbfs allocation failed, using memfd: {e}"),
+            }
+        }
+        Ok((Self::alloc_memfd(size, name)?, Backing::Memfd4k))
+    }
+
+    fn alloc_hugetlbfs(len: usize, name: &str) -> Result<MmapRegion, ShmError> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let clean: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let path = format!("{HUGETLBFS_DIR}/uswitch-{clean}-{}-{seq}", std::process::id());
+        let cpath = std::ffi::CString::new(path).map_err(|_| ShmError::BadSize(len as u64))?;
+        // SAFETY: cpath is a valid C string; the returned fd is checked below.
+        let raw = unsafe {
+            libc::open(
+                cpath.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if raw < 0 {
+            return Err(sys("open hugetlbfs file"));
+        }
+        // SAFETY: raw is a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: cpath is valid; the file stays alive through `fd`.
+        unsafe { libc::unlink(cpath.as_ptr()) };
+        // SAFETY: fd is valid.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(sys("ftruncate hugetlbfs file"));
+        }
+        Self::map(fd, len)
+    }
+
+    fn alloc_memfd(size: usize, name: &str) -> Result<MmapRegion, ShmError> {
+        let cname = std::ffi::CString::new(format!("uswitch-{}", name.replace('\0', "")))
+            .map_err(|_| ShmError::BadSize(size as u64))?;
+        // SAFETY: cname is a valid C string; the returned fd is checked below.
+        let raw = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        if raw < 0 {
+            return Err(sys("memfd_create"));
+        }
+        // SAFETY: raw is a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: fd is valid.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+            return Err(sys("ftruncate memfd"));
+        }
+        // SAFETY: fd is a valid memfd created with MFD_ALLOW_SEALING.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
+            return Err(sys("seal memfd"));
+        }
+        Self::map(fd, size)
+    }
+
+    /// Maps a region received from the peer. Fails cleanly when `size` is zero, absurd, or
+    /// larger than the file behind `fd`.
+    pub fn from_fd(fd: OwnedFd, size: u64) -> Result<MmapRegion, ShmError> {
+        if size == 0 || size > (isize::MAX as u64) / 2 {
+            return Err(ShmError::BadSize(size));
+        }
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fd is valid; st is a properly sized out-buffer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+            return Err(sys("fstat peer region"));
+        }
+        // SAFETY: fstat returned 0, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        let actual = st.st_size.max(0) as u64;
+        if actual < size {
+            return Err(ShmError::TooSmall { announced: size, actual });
+        }
+        Self::map(fd, size as usize)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> Result<MmapRegion, ShmError> {
+        // SAFETY: a fresh MAP_SHARED mapping at a kernel-chosen address; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(sys("mmap region"));
+        }
+        Ok(MmapRegion { ptr: p as *mut u8, len, fd })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn check(&self, off: usize, len: usize) -> bool {
+        matches!(off.checked_add(len), Some(end) if end <= self.len) && len <= u32::MAX as usize
+    }
+
+    /// A checked read-only view of `off..off+len`, or None when outside the region.
+    #[inline]
+    pub fn seg(&self, off: usize, len: usize) -> Option<Seg> {
+        if !self.check(off, len) {
+            return None;
+        }
+        // SAFETY: range checked against the live mapping just above.
+        Some(unsafe { Seg::from_raw(self.ptr.add(off), len as u32) })
+    }
+
+    /// A checked writable view of `off..off+len`, or None when outside the region. Takes
+    /// `&self`: the memory is shared with the peer anyway and only ever copied into.
+    #[inline]
+    pub fn seg_mut(&self, off: usize, len: usize) -> Option<SegMut> {
+        if !self.check(off, len) {
+            return None;
+        }
+        // SAFETY: range checked against the live, writable mapping just above.
+        Some(unsafe { SegMut::from_raw(self.ptr.add(off), len as u32) })
+    }
+
+    /// An atomic view of the `u16` at `off` (ring head/tail/flags), or None when out of bounds
+    /// or misaligned.
+    #[inline]
+    pub fn atomic_u16(&self, off: usize) -> Option<&AtomicU16> {
+        if !self.check(off, 2) || (self.ptr as usize + off) & (std::mem::align_of::<AtomicU16>() - 1) != 0
+        {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (checked above); the mapping lives as long as `&self`;
+        // AtomicU16 has the same layout as u16 and all bit patterns are valid. The peer writes
+        // these locations too, which is exactly what atomic access is for.
+        Some(unsafe { &*(self.ptr.add(off) as *const AtomicU16) })
+    }
+}
+
+impl Drop for MmapRegion {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned; no Seg from this region is in use
+        // (module rule: owners release all Segs before dropping the region). The fd closes after.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+impl std::fmt::Debug for MmapRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MmapRegion({} bytes, fd {})", self.len, self.fd.as_raw_fd())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File descriptors handed to us by the kernel (accept, SCM_RIGHTS). Taking ownership of a raw
+// fd is the other unsafe operation memif needs; it lives here so the socket code stays safe.
+// ---------------------------------------------------------------------------------------------
+
+/// Accepts one connection on a non-blocking listener; `Ok(None)` when none is pending. The new
+/// socket is non-blocking and close-on-exec.
+pub fn accept_owned(listener: BorrowedFd<'_>) -> std::io::Result<Option<OwnedFd>> {
+    use nix::sys::socket::{accept4, SockFlag};
+    match accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+        // SAFETY: accept4 just returned this fd; nothing else owns it.
+        Ok(raw) => Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) })),
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One datagram received by [`recv_owned`].
+pub struct Received {
+    /// Bytes of the datagram (0 = orderly shutdown by the peer).
+    pub len: usize,
+    /// The datagram was longer than the buffer.
+    pub truncated: bool,
+    /// File descriptors passed with SCM_RIGHTS, now owned by us (extra ones close on drop).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one SEQPACKET datagram with any SCM_RIGHTS fds; `Ok(None)` when nothing is pending.
+pub fn recv_owned(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<Option<Received>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let msg = match recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+        Ok(m) => m,
+        Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raws) = c {
+                for raw in raws {
+                    // SAFETY: the kernel installed these fds in our table for this message;
+                    // nothing else refers to them.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+            }
+        }
+    }
+    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+    Ok(Some(Received { len: msg.bytes, truncated, fds }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +520,33 @@ mod tests {
         assert_eq!(s.read_array::<21>(0), None);
         assert_eq!(s.read_array::<4>(17), None);
         assert_eq!(s.read_array::<1>(usize::MAX), None);
+    }
+
+    #[test]
+    fn mmap_region_alloc_and_remap() {
+        let (r, backing) = MmapRegion::alloc(10_000, "test").unwrap();
+        assert!(r.len() >= 10_000);
+        assert!(matches!(backing, Backing::Memfd4k | Backing::Hugetlbfs));
+        let w = r.seg_mut(100, 4).unwrap();
+        assert_eq!(w.write(0, &[9, 8, 7, 6]), 4);
+        assert!(r.seg(r.len() - 1, 2).is_none());
+        assert!(r.atomic_u16(1).is_none());
+        assert!(r.atomic_u16(r.len() - 1).is_none());
+        r.atomic_u16(6).unwrap().store(0xabcd, std::sync::atomic::Ordering::Release);
+
+        // Map the same memory a second time through a dup of the fd, as a peer would.
+        let dup = r.fd().try_clone_to_owned().unwrap();
+        let len = r.len() as u64;
+        let peer = MmapRegion::from_fd(dup, len).unwrap();
+        let mut out = [0u8; 4];
+        peer.seg(100, 4).unwrap().read(0, &mut out);
+        assert_eq!(out, [9, 8, 7, 6]);
+        assert_eq!(peer.atomic_u16(6).unwrap().load(std::sync::atomic::Ordering::Acquire), 0xabcd);
+
+        // Announced size larger than the file: clean error.
+        let dup = r.fd().try_clone_to_owned().unwrap();
+        assert!(matches!(MmapRegion::from_fd(dup, len + 1), Err(ShmError::TooSmall { .. })));
+        let dup = r.fd().try_clone_to_owned().unwrap();
+        assert!(matches!(MmapRegion::from_fd(dup, 0), Err(ShmError::BadSize(0))));
     }
 }

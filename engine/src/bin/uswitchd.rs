@@ -1,1 +1,113 @@
-fn main() {}
+//! `uswitchd`: the uswitch daemon. Starts the polling dataplane, restores the state file (or
+//! applies `--config` on first start), serves the control socket, and shuts down cleanly on
+//! SIGTERM/SIGINT (dataplane stopped, control socket removed, state file kept).
+//! See `docs/control-api.md` and [`uswitch::control::daemon`] for the startup rules.
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use uswitch::control::backend::{real_port_factory, Backend};
+use uswitch::control::client::DEFAULT_CONTROL;
+use uswitch::control::daemon::{Daemon, DaemonOptions};
+use uswitch::control::fake::{fake_port_factory, FakeBackend};
+use uswitch::control::state::DEFAULT_STATE;
+use uswitch::dataplane::Dataplane;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "uswitchd",
+    version,
+    about = "uswitch daemon: userspace polling-mode virtual switch"
+)]
+struct Args {
+    /// Initial configuration (JSON, or TOML when the name ends in .toml). Used only when the
+    /// state file does not exist: the state file wins.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Control socket path.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    control: PathBuf,
+    /// State file: rewritten after every change, restored at startup.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE, conflicts_with = "no_state")]
+    state: PathBuf,
+    /// Keep no state file (changes are lost on restart).
+    #[arg(long)]
+    no_state: bool,
+    /// Pin the dataplane worker to this CPU.
+    #[arg(long, value_name = "N")]
+    core: Option<usize>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+    /// Testing only: run the control plane against an in-memory dataplane that moves no packets.
+    #[arg(long, hide = true)]
+    fake_dataplane: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "uswitchd: error: invalid --log-level {:?}: {e}",
+                args.log_level
+            );
+            return ExitCode::from(1);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    // Block the shutdown signals in every thread (threads inherit the mask); main waits for them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("uswitchd: error: blocking signals: {e}");
+        return ExitCode::from(1);
+    }
+
+    let opts = DaemonOptions {
+        config: args.config.clone(),
+        control: args.control.clone(),
+        state: if args.no_state {
+            None
+        } else {
+            Some(args.state.clone())
+        },
+    };
+    let core = args.core;
+    let started = if args.fake_dataplane {
+        tracing::warn!("running with the fake dataplane: no packets are forwarded");
+        Daemon::start(
+            &opts,
+            || Ok(Box::new(FakeBackend::new()) as Box<dyn Backend>),
+            fake_port_factory(),
+        )
+    } else {
+        Daemon::start(
+            &opts,
+            || Ok(Box::new(Dataplane::start(core)?) as Box<dyn Backend>),
+            real_port_factory(),
+        )
+    };
+    let daemon = match started {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("uswitchd: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match signals.wait() {
+        Ok(sig) => tracing::info!(signal = ?sig, "shutting down"),
+        Err(e) => tracing::error!("waiting for signals failed: {e}; shutting down"),
+    }
+    daemon.shutdown();
+    ExitCode::SUCCESS
+}

@@ -158,6 +158,9 @@ pub struct ShowResult {
     pub ports: Vec<PortEntry>,
     pub xconnects: Vec<XconnectEntry>,
     pub worker: WorkerStats,
+    /// Items of the state/config file that failed to come up at startup (added by control).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_errors: Vec<String>,
 }
 
 /// Shape check so the CNI plugin and uswitchctl agree with the daemon.

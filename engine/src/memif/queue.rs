@@ -1,0 +1,387 @@
+//! memif data path: receive and transmit bursts on one ring each, for both roles.
+//!
+//! Which counter each side owns (see `ring.rs` for the ordering rules):
+//!
+//! | queue                 | ring | we load (Acquire) | we store (Release) |
+//! |-----------------------|------|-------------------|--------------------|
+//! | server rx             | C2S  | head              | tail               |
+//! | server tx             | S2C  | head              | tail               |
+//! | client rx             | S2C  | tail              | head (refill)      |
+//! | client tx             | C2S  | tail              | head               |
+//!
+//! Buffer ownership: client-role queues know their buffers (region, base offset, size) and
+//! rewrite whole descriptors from that knowledge, never trusting offsets read back from shared
+//! memory. Server-role queues use the client's buffers: every descriptor is copied out and
+//! validated (region, offset + length inside the region, length limits) before use.
+//!
+//! Hot path: no allocation, no locks; one eventfd write per transmit burst at most (only when
+//! the peer did not set MASK_INT). A peer counter out of range sets `violation`; the port then
+//! disconnects from its control path.
+use crate::memif::ring::{check_desc, check_desc_mut, Ring};
+use crate::memif::wire::{Desc, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
+use crate::port::{Drop, PktReader, PktRef, QueueStats, TxItem, MAX_FRAME, MAX_SEGS};
+use crate::shm::MmapRegion;
+use std::os::fd::OwnedFd;
+
+/// Largest single buffer a server-role queue accepts from a client descriptor.
+pub const MAX_PEER_BUFFER: u32 = 65536;
+/// Longest chain a server-role queue builds for one packet.
+const MAX_TX_CHAIN: usize = 64;
+
+/// Buffers owned by a client-role ring: slot `i` uses `base + (i & mask) * size` in `region`.
+#[derive(Debug, Clone, Copy)]
+pub struct BufLayout {
+    pub region: u16,
+    pub base: u32,
+    pub size: u32,
+}
+
+impl BufLayout {
+    #[inline]
+    fn desc(&self, ring: &Ring, counter: u16, length: u32, flags: u16) -> Desc {
+        let slot = u32::from(counter) & (ring.size() - 1);
+        Desc {
+            flags,
+            region: self.region,
+            length,
+            offset: self.base + slot * self.size,
+            metadata: 0,
+        }
+    }
+}
+
+/// A receive queue.
+pub struct RxQueue {
+    pub ring: Ring,
+    /// Some for the client role (S2C ring, we refill), None for the server role (C2S ring).
+    own: Option<BufLayout>,
+    /// Next counter to read.
+    cursor: u16,
+    /// Counter up to which slots were handed back to the peer.
+    released: u16,
+    /// Client role: our head (slots given to the server up to here).
+    refill: u16,
+    max_len: u32,
+    /// Keeps the ring's interrupt eventfd open while connected.
+    _irq: Option<OwnedFd>,
+    pub violation: bool,
+}
+
+/// A transmit queue.
+pub struct TxQueue {
+    pub ring: Ring,
+    own: Option<BufLayout>,
+    /// Our producer counter (head for C2S, tail for S2C).
+    counter: u16,
+    irq: Option<OwnedFd>,
+    pub violation: bool,
+}
+
+impl RxQueue {
+    /// Server role: consume a C2S ring. `start` is the ring's tail at connect time.
+    pub fn server(ring: Ring, start: u16, irq: Option<OwnedFd>) -> RxQueue {
+        RxQueue {
+            ring,
+            own: None,
+            cursor: start,
+            released: start,
+            refill: 0,
+            max_len: MAX_PEER_BUFFER,
+            _irq: irq,
+            violation: false,
+        }
+    }
+
+    /// Client role: consume an S2C ring whose buffers we own; call [`RxQueue::refill`] once
+    /// connected to hand all of them to the server.
+    pub fn client(ring: Ring, bufs: BufLayout, irq: Option<OwnedFd>) -> RxQueue {
+        RxQueue {
+            ring,
+            own: Some(bufs),
+            cursor: 0,
+            released: 0,
+            refill: 0,
+            max_len: bufs.size,
+            _irq: irq,
+            violation: false,
+        }
+    }
+
+    /// Client role: gives every slot we are not holding back to the server (desc length =
+    /// buffer size), then publishes head.
+    pub fn refill(&mut self, regions: &[MmapRegion]) {
+        let Some(bufs) = self.own else { return };
+        let Some(r) = regions.get(usize::from(self.ring.region)) else {
+            return;
+        };
+        let target = self.released.wrapping_add(self.ring.size() as u16);
+        // ring.size() may be 65536 >> 2 at most (log2 <= 14), so the u16 cast is exact.
+        if self.refill == target {
+            return;
+        }
+        while self.refill != target {
+            let d = bufs.desc(&self.ring, self.refill, bufs.size, 0);
+            self.ring.write_desc(r, self.refill, &d);
+            self.refill = self.refill.wrapping_add(1);
+        }
+        self.ring.store_head(r, self.refill);
+    }
+
+    /// Receives up to `out.len()` packets (see `Port::rx_burst`).
+    pub fn burst(
+        &mut self,
+        q: u16,
+        regions: &[MmapRegion],
+        out: &mut [PktRef],
+        st: &mut QueueStats,
+    ) -> usize {
+        if self.violation {
+            return 0;
+        }
+        let Some(r) = regions.get(usize::from(self.ring.region)) else {
+            return 0;
+        };
+        // The peer's counter: head for a C2S ring, tail for an S2C ring.
+        let limit =
+            if self.own.is_some() { self.ring.load_tail(r) } else { self.ring.load_head(r) };
+        let Some(published) = self.ring.distance(self.released, limit) else {
+            self.violation = true;
+            return 0;
+        };
+        if self.own.is_some() {
+            // The server may not fill more slots than we gave it.
+            let given = self.refill.wrapping_sub(self.released);
+            if published > given {
+                self.violation = true;
+                return 0;
+            }
+        }
+        let mut avail = limit.wrapping_sub(self.cursor);
+        if avail > published {
+            // Our cursor is ahead of the peer's counter: it moved backwards.
+            self.violation = true;
+            return 0;
+        }
+        let mut n = 0usize;
+        while n < out.len() && avail > 0 {
+            let start = self.cursor;
+            let pkt = &mut out[n];
+            pkt.clear();
+            pkt.queue = q;
+            let mut bad = false;
+            let mut used = 0u16;
+            let complete = loop {
+                if used == avail {
+                    break false;
+                }
+                let d = self.ring.read_desc(r, self.cursor.wrapping_add(used));
+                used += 1;
+                match check_desc(&d, regions, self.max_len) {
+                    Some(seg) if !bad => {
+                        if !pkt.push_seg(seg) {
+                            bad = true;
+                        }
+                    }
+                    Some(_) => {}
+                    None => bad = true,
+                }
+                if !d.has_next() {
+                    break true;
+                }
+            };
+            if !complete {
+                if u32::from(used) < self.ring.size() {
+                    // The rest of the chain is not published yet; wait for it.
+                    break;
+                }
+                // A chain as long as the ring can never complete.
+                bad = true;
+            }
+            self.cursor = start.wrapping_add(used);
+            avail -= used;
+            if bad || pkt.is_empty() || pkt.len() > MAX_FRAME || pkt.segs().len() > MAX_SEGS {
+                st.count_drop(Drop::BadDesc, 1);
+                continue;
+            }
+            st.rx_packets += 1;
+            st.rx_bytes += u64::from(pkt.len());
+            n += 1;
+        }
+        n
+    }
+
+    /// Hands the slots read so far back to the peer (see `Port::rx_release`).
+    pub fn release(&mut self, regions: &[MmapRegion]) {
+        if self.cursor == self.released {
+            return;
+        }
+        self.released = self.cursor;
+        if self.own.is_some() {
+            self.refill(regions);
+        } else if let Some(r) = regions.get(usize::from(self.ring.region)) {
+            self.ring.store_tail(r, self.released);
+        }
+    }
+
+    /// Marks the ring as polled: the producer need not signal our eventfd.
+    pub fn mask_interrupts(&self, regions: &[MmapRegion]) {
+        if let Some(r) = regions.get(usize::from(self.ring.region)) {
+            let f = self.ring.flags(r);
+            self.ring.store_flags(r, f | RING_FLAG_MASK_INT);
+        }
+    }
+}
+
+impl TxQueue {
+    /// Server role: produce into an S2C ring; `start` is the ring's tail at connect time.
+    pub fn server(ring: Ring, start: u16, irq: Option<OwnedFd>) -> TxQueue {
+        TxQueue { ring, own: None, counter: start, irq, violation: false }
+    }
+
+    /// Client role: produce into a C2S ring with our own buffers.
+    pub fn client(ring: Ring, bufs: BufLayout, irq: Option<OwnedFd>) -> TxQueue {
+        TxQueue { ring, own: Some(bufs), counter: 0, irq, violation: false }
+    }
+
+    /// Copies `pkts[item.idx]` for each item into the ring (see `Port::tx_burst`).
+    pub fn burst(
+        &mut self,
+        regions: &[MmapRegion],
+        pkts: &[PktRef],
+        items: &[TxItem],
+        st: &mut QueueStats,
+    ) -> usize {
+        if self.violation {
+            st.count_drop(Drop::RingFull, items.len() as u64);
+            return 0;
+        }
+        let Some(r) = regions.get(usize::from(self.ring.region)) else {
+            return 0;
+        };
+        // Slots we may fill: C2S: size - (head - tail); S2C: head - tail.
+        let room = match self.own {
+            Some(_) => {
+                let tail = self.ring.load_tail(r);
+                self.ring.distance(tail, self.counter).map(|used| self.ring.size() as u16 - used)
+            }
+            None => {
+                let head = self.ring.load_head(r);
+                self.ring.distance(self.counter, head)
+            }
+        };
+        let Some(mut room) = room else {
+            self.violation = true;
+            st.count_drop(Drop::RingFull, items.len() as u64);
+            return 0;
+        };
+        let mut sent = 0usize;
+        for (i, it) in items.iter().enumerate() {
+            let Some(pkt) = pkts.get(usize::from(it.idx)) else {
+                st.count_drop(Drop::NoBuffer, 1);
+                continue;
+            };
+            let Some(mut rd) = PktReader::new(pkt, it.edit) else {
+                // The VLAN edit cannot apply to a runt frame: nothing sensible to send.
+                st.count_drop(Drop::NoRoute, 1);
+                continue;
+            };
+            let out_len = rd.out_len();
+            let used = match self.own {
+                Some(bufs) => self.put_own(r, bufs, &mut rd, room),
+                None => self.put_peer(r, regions, &mut rd, room),
+            };
+            match used {
+                Ok(u) => {
+                    room -= u;
+                    self.counter = self.counter.wrapping_add(u);
+                    st.tx_packets += 1;
+                    st.tx_bytes += u64::from(out_len);
+                    sent += 1;
+                }
+                Err(why) => {
+                    st.count_drop(why, 1);
+                    if self.violation {
+                        st.count_drop(Drop::RingFull, (items.len() - i - 1) as u64);
+                        break;
+                    }
+                }
+            }
+        }
+        if sent > 0 {
+            match self.own {
+                Some(_) => self.ring.store_head(r, self.counter),
+                None => self.ring.store_tail(r, self.counter),
+            }
+            if self.ring.flags(r) & RING_FLAG_MASK_INT == 0 {
+                if let Some(fd) = &self.irq {
+                    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+                }
+            }
+        }
+        sent
+    }
+
+    /// Client role: write into our own buffers, chaining with NEXT. Returns slots used.
+    fn put_own(
+        &self,
+        r: &MmapRegion,
+        bufs: BufLayout,
+        rd: &mut PktReader,
+        room: u16,
+    ) -> Result<u16, Drop> {
+        let need = rd.out_len().div_ceil(bufs.size).max(1);
+        if need > u32::from(room) {
+            return Err(Drop::RingFull);
+        }
+        for k in 0..need as u16 {
+            let c = self.counter.wrapping_add(k);
+            let mut d = bufs.desc(&self.ring, c, 0, 0);
+            let Some(seg) = r.seg_mut(d.offset as usize, bufs.size as usize) else {
+                return Err(Drop::NoBuffer);
+            };
+            d.length = rd.fill(&seg, 0) as u32;
+            if k + 1 < need as u16 {
+                d.flags = DESC_FLAG_NEXT;
+            }
+            self.ring.write_desc(r, c, &d);
+        }
+        Ok(need as u16)
+    }
+
+    /// Server role: write into the client's buffers (capacity = the length the client set),
+    /// chaining with NEXT. Returns slots used. Descriptors are copied out and validated first;
+    /// nothing is written unless the whole packet fits.
+    fn put_peer(
+        &mut self,
+        r: &MmapRegion,
+        regions: &[MmapRegion],
+        rd: &mut PktReader,
+        room: u16,
+    ) -> Result<u16, Drop> {
+        let mut chain = [Desc::default(); MAX_TX_CHAIN];
+        let mut n = 0usize;
+        let mut cap = 0u64;
+        while cap < u64::from(rd.out_len()) || n == 0 {
+            if n == usize::from(room) || n == MAX_TX_CHAIN {
+                return Err(Drop::RingFull);
+            }
+            let d = self.ring.read_desc(r, self.counter.wrapping_add(n as u16));
+            if check_desc_mut(&d, regions, MAX_PEER_BUFFER).is_none() {
+                self.violation = true;
+                return Err(Drop::BadDesc);
+            }
+            cap += u64::from(d.length);
+            chain[n] = d;
+            n += 1;
+        }
+        for (k, d) in chain[..n].iter_mut().enumerate() {
+            let Some(seg) = check_desc_mut(d, regions, MAX_PEER_BUFFER) else {
+                return Err(Drop::BadDesc);
+            };
+            d.length = rd.fill(&seg, 0) as u32;
+            d.flags = if k + 1 < n { DESC_FLAG_NEXT } else { 0 };
+            self.ring.write_desc(r, self.counter.wrapping_add(k as u16), d);
+        }
+        Ok(n as u16)
+    }
+}
