@@ -353,3 +353,61 @@ fn leak_child() {
     drop(server);
     assert!(!path.exists());
 }
+
+/// Client role against a raw server: a bad HELLO is refused (counted, DISCONNECT sent), the
+/// client backs off and retries, and a good server afterwards gets a working link.
+#[test]
+fn client_refuses_bad_hello_and_retries() {
+    let name = sock_name("cli");
+    let path = SockPath::parse(&name);
+    let listener = socket::listen(&path).unwrap();
+    let mut client = MemifPort::new("cli", &cfg(&name, MemifRole::Client, 1)).unwrap();
+    let accept = |client: &mut MemifPort| -> OwnedFd {
+        let t0 = Instant::now();
+        loop {
+            client.poll_control(Instant::now());
+            if let Some(s) = socket::accept(&listener).unwrap() {
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(3), "client never connected");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let hello = |min: u16, max: u16| {
+        Msg::Hello(crate::memif::wire::Hello {
+            name: Name::new("rawsrv"),
+            min_version: min,
+            max_version: max,
+            max_region: 0,
+            max_s2c_ring: 0,
+            max_c2s_ring: 0,
+            max_log2_ring_size: 10,
+        })
+    };
+    // Version 3.0 only.
+    let s = accept(&mut client);
+    socket::send(&s, &hello(0x300, 0x300), None).unwrap();
+    expect_disconnect(&mut client, &s, "Incompatible memif version");
+    assert_eq!(client.stats().control_errors, 1);
+    // Garbage instead of HELLO.
+    let s = accept(&mut client);
+    socket::send(&s, &Msg::Ack, None).unwrap();
+    expect_disconnect(&mut client, &s, "Unexpected message ACK");
+    assert_eq!(client.stats().control_errors, 2);
+    // A server that accepts and then vanishes mid-handshake.
+    let s = accept(&mut client);
+    socket::send(&s, &hello(VERSION, VERSION), None).unwrap();
+    assert!(matches!(expect_msg(&mut client, &s), Msg::Init(_)));
+    drop(s);
+    drop(listener);
+    let t0 = Instant::now();
+    while client.info().details["state"] != "waiting" {
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        client.poll_control(Instant::now());
+    }
+    assert!(!client.link_up());
+    // Now a real server on the same name.
+    let mut server = MemifPort::new("srv", &cfg(&name, MemifRole::Server, 1)).unwrap();
+    bring_up(&mut server, &mut client);
+    assert_eq!(client.info().peer_name.as_deref(), Some("uswitch"));
+}
