@@ -224,7 +224,8 @@ fn chain_add_traffic_check_del() {
     let cni = Cni::new("cni1");
     let conf = cni.render("uswitch-tuning.conflist", &sw.control);
     let (na, nb) = (NetNs::new("cnia").unwrap(), NetNs::new("cnib").unwrap());
-    let (ca, cb) = ("podaaaaaaaaaaaa1", "podbbbbbbbbbbbb2");
+    // IDs sharing their first 12 characters (as cnitool's do): still distinct ports.
+    let (ca, cb) = ("cnitool-usw-a1", "cnitool-usw-b2");
 
     let ra: Value = serde_json::from_str(&cni.tool_ok("add", &conf, &na.path(), ca)).unwrap();
     let rb: Value = serde_json::from_str(&cni.tool_ok("add", &conf, &nb.path(), cb)).unwrap();
@@ -265,14 +266,19 @@ fn chain_add_traffic_check_del() {
     );
     assert!(Path::new(&sa).exists());
     assert_eq!(da["mac"], ra["interfaces"][0]["mac"]);
-    let names = port_names(&sw);
-    assert_eq!(
-        names,
-        vec![
-            format!("c-{}-net1", &ca[..12]),
-            format!("c-{}-net1", &cb[..12])
-        ]
-    );
+    // Port names from the plugin's records; uswitchd has exactly these two.
+    let record = |cid: &str| -> Value {
+        let f = cni.shared().join(cid).join(".uswitch-net1.json");
+        serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap()
+    };
+    let names = vec![
+        record(ca)["port"].as_str().unwrap().to_string(),
+        record(cb)["port"].as_str().unwrap().to_string(),
+    ];
+    assert_ne!(names[0], names[1]);
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(port_names(&sw), sorted);
     let show = sw.show();
     assert!(show
         .bridges
@@ -398,7 +404,7 @@ fn intel_readme_netconfs_unchanged() {
             ip.starts_with(if i == 0 { "10.56.217." } else { "192.168.210." }),
             "{r}"
         );
-        let port = format!("c-{}-net1", &cid[..12]);
+        let port_prefix = format!("c-{}", &cid[..6]);
         let show = uswitch::control::client::call(
             control,
             &uswitch::control::api::Request::PortList,
@@ -408,7 +414,7 @@ fn intel_readme_netconfs_unchanged() {
         let ports: Vec<uswitch::control::api::PortEntry> = serde_json::from_value(show).unwrap();
         let p = ports
             .iter()
-            .find(|p| p.config.name == port)
+            .find(|p| p.config.name.starts_with(&port_prefix) && p.config.name.ends_with("-net1"))
             .expect("port in uswitchd");
         assert_eq!(
             p.config.bridge.as_deref(),
