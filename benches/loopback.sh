@@ -278,12 +278,11 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                 fi
                 ;;
             bench)
-                if [ "$sw" = ovs ]; then
-                    note='skipped: OVS transmits on queue 1, uswitch-bench offers 1 queue pair'
-                else
-                    local socks=() i
+                if true; then
+                    local socks=() i q=1
+                    [ "$sw" = ovs ] && q=2
                     for i in $(seq 0 $((n - 1))); do socks+=(-s "$WORK/p$i.sock"); done
-                    "$BIN/uswitch-bench" reflect "${socks[@]}" --core 1 --burst "$burst" \
+                    "$BIN/uswitch-bench" reflect "${socks[@]}" --queues "$q" --core 1 --burst "$burst" \
                         --warmup "$WARMUP" --duration "$WINDOW" --json \
                         > "$WORK/rf.json" 2> "$WORK/rf.err" &
                     local rpid=$!

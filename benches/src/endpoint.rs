@@ -1,7 +1,7 @@
 //! A set of memif client links sharing ONE region and ONE buffer pool.
 //!
-//! Memory: region 0 holds, for link `i`, its C2S ring then its S2C ring, then (page aligned)
-//! `2 × links × ring size` buffers of `buffer size` bytes. Every link announces the same region
+//! Memory: region 0 holds, for each link and queue pair, its C2S ring then its S2C ring, then
+//! (page aligned) `2 × links × queues × ring size` buffers of `buffer size` bytes. Every link announces the same region
 //! fd to its server, so any buffer is valid on any link: a buffer the server filled on link A's
 //! S2C ring can be posted on link B's C2S ring by writing a descriptor — the zero-copy reflector
 //! ([`Endpoint::forward`]) does exactly that and never touches packet bytes.
@@ -34,6 +34,8 @@ use uswitch::shm::{MmapRegion, Seg, SegMut};
 /// Options shared by every link of an endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointOpts {
+    /// Queue pairs per link (OVS-DPDK needs 2: its PMD thread transmits on queue 1).
+    pub queues: u16,
     pub log2_ring: u8,
     pub buffer_size: u32,
     pub timeout: Duration,
@@ -63,11 +65,15 @@ impl LinkStats {
     }
 }
 
-/// One memif connection (one queue pair).
-pub struct Link {
-    pub socket: String,
-    pub peer_name: String,
-    sock: OwnedFd,
+/// Marks a link down for a server protocol violation (first reason wins).
+fn violation(down: &mut Option<String>, what: &str) {
+    if down.is_none() {
+        *down = Some(format!("protocol violation by the server: {what}"));
+    }
+}
+
+/// One queue pair of a link: its two rings and our side of their counters.
+pub struct Queue {
     c2s_irq: OwnedFd,
     _s2c_irq: OwnedFd,
     c2s: Ring,
@@ -82,6 +88,14 @@ pub struct Link {
     rx_head: u16,
     tx_bufs: Vec<u32>,
     rx_bufs: Vec<u32>,
+}
+
+/// One memif connection with one or more queue pairs.
+pub struct Link {
+    pub socket: String,
+    pub peer_name: String,
+    sock: OwnedFd,
+    pub qs: Vec<Queue>,
     /// Why the link went down (None while up).
     pub down: Option<String>,
     pub st: LinkStats,
@@ -94,27 +108,36 @@ impl Link {
     }
 
     fn violation(&mut self, what: &str) {
-        if self.down.is_none() {
-            self.down = Some(format!("protocol violation by the server: {what}"));
-        }
+        violation(&mut self.down, what);
     }
 
-    /// Returns the buffers the server finished with on our C2S ring to the pool.
+    /// C2S descriptors the server has not consumed yet (all queues).
+    pub fn tx_in_flight(&self) -> u32 {
+        self.qs
+            .iter()
+            .map(|q| u32::from(q.tx_head.wrapping_sub(q.tx_done)))
+            .sum()
+    }
+}
+
+impl Queue {
+    /// Returns the buffers the server finished with on our C2S ring to the pool; Err on a
+    /// server tail beyond our head.
     #[inline]
-    fn reclaim(&mut self, r: &MmapRegion, pool: &mut Vec<u32>) {
+    fn reclaim(&mut self, r: &MmapRegion, pool: &mut Vec<u32>) -> Result<(), &'static str> {
         let tail = self.c2s.load_tail(r);
         let done = tail.wrapping_sub(self.tx_done);
         if done == 0 {
-            return;
+            return Ok(());
         }
         if done > self.tx_head.wrapping_sub(self.tx_done) {
-            self.violation("C2S tail beyond our head");
-            return;
+            return Err("C2S tail beyond our head");
         }
         for k in 0..done {
             pool.push(self.tx_bufs[usize::from(self.tx_done.wrapping_add(k) & self.mask)]);
         }
         self.tx_done = tail;
+        Ok(())
     }
 
     /// Free C2S slots.
@@ -146,16 +169,16 @@ impl Link {
         }
     }
 
-    /// Descriptors the server published on S2C and we have not consumed.
+    /// Descriptors the server published on S2C and we have not consumed; Err on a server tail
+    /// beyond the buffers we gave.
     #[inline]
-    fn rx_avail(&mut self, r: &MmapRegion) -> u16 {
+    fn rx_avail(&mut self, r: &MmapRegion) -> Result<u16, &'static str> {
         let tail = self.s2c.load_tail(r);
         let avail = tail.wrapping_sub(self.rx_cursor);
         if avail > self.rx_head.wrapping_sub(self.rx_cursor) {
-            self.violation("S2C tail beyond the buffers we gave");
-            return 0;
+            return Err("S2C tail beyond the buffers we gave");
         }
-        avail
+        Ok(avail)
     }
 
     /// Takes the next published S2C descriptor: (our offset, server's length, flags).
@@ -193,11 +216,6 @@ impl Link {
         }
         self.s2c.store_head(r, self.rx_head);
     }
-
-    /// C2S descriptors the server has not consumed yet.
-    pub fn tx_in_flight(&self) -> u16 {
-        self.tx_head.wrapping_sub(self.tx_done)
-    }
 }
 
 /// Links sharing one region and one buffer pool.
@@ -209,9 +227,24 @@ pub struct Endpoint {
     pub backing: &'static str,
 }
 
+/// Two distinct links, mutably.
+fn pair_mut(links: &mut [Link], a: usize, b: usize) -> Option<(&mut Link, &mut Link)> {
+    if a == b || a >= links.len() || b >= links.len() {
+        return None;
+    }
+    Some(if a < b {
+        let (x, y) = links.split_at_mut(b);
+        (&mut x[a], &mut y[0])
+    } else {
+        let (x, y) = links.split_at_mut(a);
+        (&mut y[0], &mut x[b])
+    })
+}
+
 impl Endpoint {
     /// Allocates the shared region and brings every link up (in order; each waits up to
-    /// `opts.timeout` for its server). `sockets[i]` uses interface id `ids[i]`.
+    /// `opts.timeout` for its server). `sockets[i]` uses interface id `ids[i]`; every link gets
+    /// `opts.queues` queue pairs.
     pub fn connect(
         sockets: &[String],
         ids: &[u32],
@@ -220,15 +253,16 @@ impl Endpoint {
         if sockets.is_empty() || sockets.len() != ids.len() {
             return Err(BenchError::Usage("need one interface id per socket".into()));
         }
-        let n = sockets.len();
+        let nq = usize::from(opts.queues.max(1));
+        let nrings = 2 * sockets.len() * nq;
         let size = 1usize << opts.log2_ring;
         let ring_sz = ring_bytes(opts.log2_ring).next_multiple_of(64);
-        let buf_base = (2 * n * ring_sz).next_multiple_of(4096);
-        let nbufs = 2 * n * size;
+        let buf_base = (nrings * ring_sz).next_multiple_of(4096);
+        let nbufs = nrings * size;
         let total = buf_base + nbufs * opts.buffer_size as usize;
         if total > u32::MAX as usize {
             return Err(BenchError::Usage(format!(
-                "{n} links x 2 rings x {size} slots x {} bytes exceed the 4 GiB memif offsets allow",
+                "{nrings} rings x {size} slots x {} bytes exceed the 4 GiB memif offsets allow",
                 opts.buffer_size
             )));
         }
@@ -241,46 +275,60 @@ impl Endpoint {
             .rev()
             .map(|i| (buf_base + i * opts.buffer_size as usize) as u32)
             .collect();
-        let mut links = Vec::with_capacity(n);
+        let mut links = Vec::with_capacity(sockets.len());
         for (i, (sock_path, &id)) in sockets.iter().zip(ids).enumerate() {
-            let place = RingPlace {
-                c2s_off: (2 * i * ring_sz) as u32,
-                s2c_off: ((2 * i + 1) * ring_sz) as u32,
-                log2: opts.log2_ring,
-            };
-            let ring = |off: u32| {
-                Ring::new(0, &region, off as usize, opts.log2_ring).ok_or_else(|| {
-                    BenchError::Setup("internal: ring does not fit the region".into())
-                })
-            };
-            let (c2s, s2c) = (ring(place.c2s_off)?, ring(place.s2c_off)?);
-            c2s.init_header(&region, 0);
-            // We poll S2C: the server need not signal us.
-            s2c.init_header(&region, RING_FLAG_MASK_INT);
+            let mut places = Vec::with_capacity(nq);
+            let mut rings = Vec::with_capacity(nq);
+            for j in 0..nq {
+                let k = 2 * (i * nq + j);
+                let place = RingPlace {
+                    c2s_off: (k * ring_sz) as u32,
+                    s2c_off: ((k + 1) * ring_sz) as u32,
+                    log2: opts.log2_ring,
+                };
+                let ring = |off: u32| {
+                    Ring::new(0, &region, off as usize, opts.log2_ring).ok_or_else(|| {
+                        BenchError::Setup("internal: ring does not fit the region".into())
+                    })
+                };
+                let (c2s, s2c) = (ring(place.c2s_off)?, ring(place.s2c_off)?);
+                c2s.init_header(&region, 0);
+                // We poll S2C: the server need not signal us.
+                s2c.init_header(&region, RING_FLAG_MASK_INT);
+                places.push(place);
+                rings.push((c2s, s2c));
+            }
             let hs = handshake::connect(
                 sock_path,
                 id,
                 opts.secret.as_deref(),
                 &region,
-                place,
+                &places,
                 opts.timeout,
             )?;
+            let qs = rings
+                .into_iter()
+                .zip(hs.irqs)
+                .map(|((c2s, s2c), (c2s_irq, s2c_irq))| Queue {
+                    c2s_irq,
+                    _s2c_irq: s2c_irq,
+                    c2s,
+                    s2c,
+                    mask: (size - 1) as u16,
+                    size: size as u16,
+                    tx_head: 0,
+                    tx_done: 0,
+                    rx_cursor: 0,
+                    rx_head: 0,
+                    tx_bufs: vec![0; size],
+                    rx_bufs: vec![0; size],
+                })
+                .collect();
             links.push(Link {
                 socket: sock_path.clone(),
                 peer_name: hs.peer_name,
                 sock: hs.sock,
-                c2s_irq: hs.c2s_irq,
-                _s2c_irq: hs.s2c_irq,
-                c2s,
-                s2c,
-                mask: (size - 1) as u16,
-                size: size as u16,
-                tx_head: 0,
-                tx_done: 0,
-                rx_cursor: 0,
-                rx_head: 0,
-                tx_bufs: vec![0; size],
-                rx_bufs: vec![0; size],
+                qs,
                 down: None,
                 st: LinkStats::default(),
             });
@@ -293,7 +341,9 @@ impl Endpoint {
             backing: backing.as_str(),
         };
         for l in &mut ep.links {
-            l.refill(&ep.region, &mut ep.pool, ep.bsize);
+            for q in &mut l.qs {
+                q.refill(&ep.region, &mut ep.pool, ep.bsize);
+            }
         }
         Ok(ep)
     }
@@ -326,23 +376,26 @@ impl Endpoint {
         }
     }
 
-    /// Transmits up to `max` packets on link `li`; `fill(i, buf)` writes packet `i` of this
-    /// burst into `buf` (one buffer) and returns its length (0 = stop). Returns packets sent.
+    /// Transmits up to `max` packets on queue `qi` of link `li`; `fill(i, buf)` writes packet
+    /// `i` of this burst into `buf` (one buffer) and returns its length (0 = stop). Returns
+    /// packets sent.
     #[inline]
     pub fn tx(
         &mut self,
         li: usize,
+        qi: usize,
         max: usize,
         mut fill: impl FnMut(usize, &SegMut) -> u32,
     ) -> usize {
-        let Some(l) = self.links.get_mut(li) else {
+        let Some(l) = self.links.get_mut(li).filter(|l| l.is_up()) else {
             return 0;
         };
-        if !l.is_up() {
+        let Some(q) = l.qs.get_mut(qi) else { return 0 };
+        if let Err(e) = q.reclaim(&self.region, &mut self.pool) {
+            l.violation(e);
             return 0;
         }
-        l.reclaim(&self.region, &mut self.pool);
-        let n = max.min(usize::from(l.tx_room()));
+        let n = max.min(usize::from(q.tx_room()));
         let mut sent = 0;
         while sent < n {
             let Some(off) = self.pool.pop() else { break };
@@ -355,32 +408,36 @@ impl Endpoint {
                 self.pool.push(off);
                 break;
             }
-            l.post_tx(&self.region, off, len, 0);
+            q.post_tx(&self.region, off, len, 0);
             l.st.tx_packets += 1;
             l.st.tx_bytes += u64::from(len);
             sent += 1;
         }
         if sent > 0 {
-            l.publish_tx(&self.region);
+            q.publish_tx(&self.region);
         }
         sent
     }
 
-    /// Receives up to `max` packets on link `li`, calling `seen(first_segment)` for each, then
-    /// refills the S2C ring. Returns packets received.
+    /// Receives up to `max` packets on queue `qi` of link `li`, calling `seen(first_segment)`
+    /// for each, then refills the S2C ring. Returns packets received.
     #[inline]
-    pub fn rx(&mut self, li: usize, max: usize, mut seen: impl FnMut(&Seg)) -> usize {
-        let Some(l) = self.links.get_mut(li) else {
+    pub fn rx(&mut self, li: usize, qi: usize, max: usize, mut seen: impl FnMut(&Seg)) -> usize {
+        let Some(l) = self.links.get_mut(li).filter(|l| l.is_up()) else {
             return 0;
         };
-        if !l.is_up() {
-            return 0;
-        }
-        let avail = usize::from(l.rx_avail(&self.region));
+        let Some(q) = l.qs.get_mut(qi) else { return 0 };
+        let avail = match q.rx_avail(&self.region) {
+            Ok(a) => usize::from(a),
+            Err(e) => {
+                l.violation(e);
+                return 0;
+            }
+        };
         let mut got = 0;
         let mut first = true;
         for _ in 0..avail {
-            let (off, len, next) = l.rx_take(&self.region);
+            let (off, len, next) = q.rx_take(&self.region);
             if len == 0 || len > self.bsize {
                 l.st.bad_desc += 1;
             } else if let Some(seg) = self.region.seg(off as usize, len as usize) {
@@ -399,41 +456,44 @@ impl Endpoint {
                 }
             }
         }
-        l.refill(&self.region, &mut self.pool, self.bsize);
+        q.refill(&self.region, &mut self.pool, self.bsize);
         got
     }
 
-    /// Zero-copy forward of up to `max` descriptors from link `a`'s S2C ring to link `b`'s C2S
-    /// ring (buffers move, bytes do not). Returns descriptors forwarded. When `b` is full or down
-    /// the rest stay on `a`'s ring (backpressure, the server drops).
+    /// Zero-copy forward of up to `max` descriptors from queue `qi` of link `a`'s S2C ring to
+    /// the same queue of link `b`'s C2S ring (buffers move, bytes do not). Returns descriptors
+    /// forwarded. When `b` is full or down the rest stay on `a`'s ring (backpressure: the
+    /// server drops).
     #[inline]
-    pub fn forward(&mut self, a: usize, b: usize, max: usize) -> usize {
-        if a == b || a >= self.links.len() || b >= self.links.len() {
+    pub fn forward(&mut self, a: usize, b: usize, qi: usize, max: usize) -> usize {
+        let Some((la, lb)) = pair_mut(&mut self.links, a, b) else {
             return 0;
-        }
-        let (la, lb) = if a < b {
-            let (x, y) = self.links.split_at_mut(b);
-            (&mut x[a], &mut y[0])
-        } else {
-            let (x, y) = self.links.split_at_mut(a);
-            (&mut y[0], &mut x[b])
         };
         if !la.is_up() {
             return 0;
         }
         let r = &self.region;
-        if lb.is_up() {
-            lb.reclaim(r, &mut self.pool);
-        }
-        let room = if lb.is_up() {
-            usize::from(lb.tx_room())
-        } else {
-            0
+        let (Some(qa), Some(qb)) = (la.qs.get_mut(qi), lb.qs.get_mut(qi)) else {
+            return 0;
         };
-        let n = usize::from(la.rx_avail(r)).min(room).min(max);
+        let mut room = 0;
+        if lb.down.is_none() {
+            match qb.reclaim(r, &mut self.pool) {
+                Ok(()) => room = usize::from(qb.tx_room()),
+                Err(e) => violation(&mut lb.down, e),
+            }
+        }
+        let avail = match qa.rx_avail(r) {
+            Ok(n) => usize::from(n),
+            Err(e) => {
+                violation(&mut la.down, e);
+                return 0;
+            }
+        };
+        let n = avail.min(room).min(max);
         let mut moved = 0;
         for _ in 0..n {
-            let (off, len, next) = la.rx_take(r);
+            let (off, len, next) = qa.rx_take(r);
             if len == 0 || len > self.bsize {
                 la.st.bad_desc += 1;
                 self.pool.push(off);
@@ -445,14 +505,14 @@ impl Endpoint {
                 la.st.rx_packets += 1;
                 lb.st.tx_packets += 1;
             }
-            lb.post_tx(r, off, len, next);
+            qb.post_tx(r, off, len, next);
             moved += 1;
         }
         if moved > 0 {
-            lb.publish_tx(r);
+            qb.publish_tx(r);
         }
         if n > 0 {
-            la.refill(r, &mut self.pool, self.bsize);
+            qa.refill(r, &mut self.pool, self.bsize);
         }
         moved
     }
@@ -460,10 +520,20 @@ impl Endpoint {
     /// Reclaims finished C2S buffers of every link (so `tx_in_flight` is current).
     pub fn reclaim_all(&mut self) {
         for l in &mut self.links {
-            if l.is_up() {
-                l.reclaim(&self.region, &mut self.pool);
+            if !l.is_up() {
+                continue;
+            }
+            for qi in 0..l.qs.len() {
+                if let Err(e) = l.qs[qi].reclaim(&self.region, &mut self.pool) {
+                    l.violation(e);
+                }
             }
         }
+    }
+
+    /// Queue pairs per link.
+    pub fn queues(&self) -> usize {
+        self.links.first().map_or(0, |l| l.qs.len())
     }
 }
 

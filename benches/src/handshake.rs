@@ -31,10 +31,9 @@ pub struct RingPlace {
 /// What the handshake leaves behind.
 pub struct Handshaked {
     pub sock: OwnedFd,
-    /// Eventfd of the C2S ring (we signal it when the server did not mask interrupts).
-    pub c2s_irq: OwnedFd,
-    /// Eventfd of the S2C ring (kept open; we poll, never wait on it).
-    pub s2c_irq: OwnedFd,
+    /// Per queue pair: eventfd of the C2S ring (we signal it when the server did not mask
+    /// interrupts) and of the S2C ring (kept open; we poll, never wait on it).
+    pub irqs: Vec<(OwnedFd, OwnedFd)>,
     pub peer_name: String,
 }
 
@@ -104,13 +103,13 @@ fn eventfd() -> Result<OwnedFd, BenchError> {
 }
 
 /// Connects to `socket_path` (retrying until `timeout`) and runs the client handshake for one
-/// queue pair placed at `place` in `region` (region index 0 for the server).
+/// queue pair per entry of `places` in `region` (region index 0 for the server).
 pub fn connect(
     socket_path: &str,
     id: u32,
     secret: Option<&str>,
     region: &MmapRegion,
-    place: RingPlace,
+    places: &[RingPlace],
     timeout: Duration,
 ) -> Result<Handshaked, BenchError> {
     let cx = Ctx {
@@ -139,10 +138,19 @@ pub fn connect(
             hello.min_version, hello.max_version
         )));
     }
-    if hello.max_log2_ring_size < place.log2 {
+    let log2 = places.first().map_or(0, |p| p.log2);
+    let nq = places.len();
+    if hello.max_log2_ring_size < log2 {
         return Err(cx.err(format!(
             "server allows rings of at most 2^{} slots; use --ring-size {} or less",
             hello.max_log2_ring_size, hello.max_log2_ring_size
+        )));
+    }
+    if usize::from(hello.max_c2s_ring) + 1 < nq || usize::from(hello.max_s2c_ring) + 1 < nq {
+        return Err(cx.err(format!(
+            "server accepts {} C2S / {} S2C rings, we need {nq} queue pairs; use --queues",
+            u32::from(hello.max_c2s_ring) + 1,
+            u32::from(hello.max_s2c_ring) + 1
         )));
     }
     let peer_name = hello.name.to_string_lossy();
@@ -161,22 +169,27 @@ pub fn connect(
     });
     cx.send(&sock, &add_region, Some(region.fd()))?;
     cx.expect_ack(&sock, "ADD_REGION")?;
-    let c2s_irq = eventfd()?;
-    let s2c_irq = eventfd()?;
-    for (dir, off, fd) in [
-        (RingDir::C2S, place.c2s_off, &c2s_irq),
-        (RingDir::S2C, place.s2c_off, &s2c_irq),
-    ] {
-        let m = Msg::AddRing(AddRing {
-            dir,
-            index: 0,
-            region: 0,
-            offset: off,
-            log2_ring_size: place.log2,
-            private_hdr_size: 0,
-        });
-        cx.send(&sock, &m, Some(fd.as_fd()))?;
-        cx.expect_ack(&sock, "ADD_RING")?;
+    let mut irqs = Vec::with_capacity(nq);
+    for (j, place) in places.iter().enumerate() {
+        let c2s_irq = eventfd()?;
+        let s2c_irq = eventfd()?;
+        let rings = [
+            (RingDir::C2S, place.c2s_off, &c2s_irq),
+            (RingDir::S2C, place.s2c_off, &s2c_irq),
+        ];
+        for (dir, off, fd) in rings {
+            let m = Msg::AddRing(AddRing {
+                dir,
+                index: j as u16,
+                region: 0,
+                offset: off,
+                log2_ring_size: log2,
+                private_hdr_size: 0,
+            });
+            cx.send(&sock, &m, Some(fd.as_fd()))?;
+            cx.expect_ack(&sock, "ADD_RING")?;
+        }
+        irqs.push((c2s_irq, s2c_irq));
     }
     cx.send(
         &sock,
@@ -191,8 +204,7 @@ pub fn connect(
     }
     Ok(Handshaked {
         sock,
-        c2s_irq,
-        s2c_irq,
+        irqs,
         peer_name,
     })
 }

@@ -69,6 +69,10 @@ struct Args {
     /// reflect: packets injected on each link at start (like testpmd --tx-first) [default: burst].
     #[arg(long, value_name = "N")]
     inject: Option<usize>,
+    /// Queue pairs per socket (tx/latency send on queue 0; rx and reflect use all). OVS-DPDK
+    /// needs 2.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    queues: u16,
     /// Ring size as log2 of slots.
     #[arg(long, value_name = "LOG2", default_value_t = 10)]
     ring_size: u8,
@@ -110,6 +114,9 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
     };
     if !(1..=64).contains(&a.socket.len()) {
         return usage("between 1 and 64 --socket".into());
+    }
+    if !(1..=16).contains(&a.queues) {
+        return usage(format!("--queues {} out of range 1..=16", a.queues));
     }
     if !(4..=14).contains(&a.ring_size) {
         return usage(format!("--ring-size {} out of range 4..=14", a.ring_size));
@@ -155,6 +162,7 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
         inject: a.inject.unwrap_or(a.burst),
         progress: std::io::stderr().is_terminal(),
         ep: endpoint::EndpointOpts {
+            queues: a.queues,
             log2_ring: a.ring_size,
             buffer_size: a.buffer_size,
             timeout: Duration::from_secs_f64(a.timeout),

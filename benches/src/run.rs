@@ -61,6 +61,7 @@ pub struct RunOpts {
 /// Per sending link: templates, sequence, pacing.
 struct Sender {
     link: usize,
+    queue: usize,
     templates: Vec<Vec<u8>>,
     seq: u64,
     /// Packets this link must send in total (`--count`), if limited.
@@ -83,7 +84,7 @@ impl Sender {
             return 0;
         }
         let (seq, stream, t) = (self.seq, self.link as u8, &self.templates);
-        let n = ep.tx(self.link, budget, |i, seg| {
+        let n = ep.tx(self.link, self.queue, budget, |i, seg| {
             let s = seq + i as u64;
             let tmpl = &t[(s % t.len() as u64) as usize];
             seg.write(0, tmpl);
@@ -116,8 +117,9 @@ fn receive_all(
         None => (None, 0),
     };
     let mut lat = lat;
-    for li in 0..ep.links.len() {
-        ep.rx(li, burst, |seg| {
+    let nq = ep.queues();
+    for (li, qi) in (0..ep.links.len()).flat_map(|l| (0..nq).map(move |q| (l, q))) {
+        ep.rx(li, qi, burst, |seg| {
             let n = seg.read(0, &mut head);
             if let Some(s) = packet::parse(&head[..n]) {
                 seq.check(&s);
@@ -152,6 +154,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
     );
 
     let nl = ep.links.len();
+    let nq = ep.queues();
     let tx_links: Vec<usize> = match o.mode {
         Mode::Tx => (0..nl).collect(),
         Mode::Latency => vec![0],
@@ -171,6 +174,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             });
             Sender {
                 link: li,
+                queue: 0,
                 templates,
                 seq: 0,
                 quota,
@@ -187,9 +191,10 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
 
     let start = Instant::now();
     if o.mode == Mode::Reflect && o.inject > 0 {
-        for li in 0..nl {
+        for (li, qi) in (0..nl).flat_map(|l| (0..nq).map(move |q| (l, q))) {
             let mut s = Sender {
                 link: li,
+                queue: qi,
                 templates: {
                     let flows = Flows::with_dst(li as u8, o.flows, o.dst_mac);
                     (0..flows.len())
@@ -226,8 +231,10 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         match o.mode {
             Mode::Reflect => {
                 for &(a, b) in &pairs {
-                    ep.forward(a, b, o.burst);
-                    ep.forward(b, a, o.burst);
+                    for q in 0..nq {
+                        ep.forward(a, b, q, o.burst);
+                        ep.forward(b, a, q, o.burst);
+                    }
                 }
             }
             _ => {
@@ -287,7 +294,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             let since = *drain_since.get_or_insert(t);
             let in_flight: u32 = senders
                 .iter()
-                .map(|s| u32::from(ep.links[s.link].tx_in_flight()))
+                .map(|s| ep.links[s.link].tx_in_flight())
                 .sum();
             if in_flight == 0 || t - since > 1.0 {
                 // Let packets still inside the switch arrive (latency / tx+rx on one endpoint).
