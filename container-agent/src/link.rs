@@ -11,11 +11,12 @@
 use crate::error::{AgentError, Result};
 use crate::podconf::{IfType, PodConfig};
 use std::time::{Duration, Instant};
-use uswitch::config::{
-    default_buffer_size, default_queues, default_ring_size, MemifConfig, MemifRole,
-};
+use uswitch::config::{default_queues, default_ring_size, MemifConfig, MemifRole};
 use uswitch::memif::MemifPort;
 use uswitch::port::Port;
+
+/// memif buffer size the agent allocates (client role).
+pub const BUFFER_SIZE: u32 = 2048;
 
 /// Waits until the socket file exists (client role, filesystem socket only).
 pub fn wait_for_socket(c: &PodConfig, wait: Duration) -> Result<()> {
@@ -62,7 +63,7 @@ pub fn memif_port(c: &PodConfig) -> Result<MemifPort> {
         secret: None,
         queues: default_queues(),
         ring_size: default_ring_size(),
-        buffer_size: default_buffer_size(),
+        buffer_size: BUFFER_SIZE,
         mode: c.mode,
     };
     MemifPort::new(&c.ifname, &cfg).map_err(|e| AgentError::Memif(e.to_string()))

@@ -5,8 +5,15 @@
 //!   staging buffer (segments of a chained frame are joined there), written to the tap, and all
 //!   slots go back with one `rx_release` per burst.
 //! - tap → memif: up to [`BURST`] frames are read into our own slots (one `HeapBuf`, slot size
-//!   MTU + headers), then one `tx_burst` copies them into memif buffers. A frame the port cannot
-//!   take (link down, ring full) is dropped and counted by the port, as a full NIC queue would.
+//!   MTU + headers), then one `tx_burst` copies them into memif buffers.
+//! - Backpressure: when the memif ring is full (uswitchd is behind), the frames not taken stay
+//!   in our slots and are offered again on the next pass before anything new is read from the
+//!   tap; meanwhile the kernel queues (and, when its queue is full, throttles TCP) instead of us
+//!   dropping. This relies on every frame taking one memif buffer (then `tx_burst` sends a
+//!   prefix), so it is on only when a slot fits the port's buffer size. While the link is down
+//!   frames are dropped (counted by the port), as a NIC without carrier would.
+//!   Note: the port counts each refused attempt in `drop_ring_full`; `retried` here says how
+//!   many of those were offered again.
 //!
 //! Hot path: no allocation, no locks, no logs; counters only. The tap costs one `read`/`write`
 //! syscall per frame (a tap has no batch read); see `docs/agent.md` on io_uring.
@@ -31,6 +38,8 @@ pub struct TapCounters {
     pub to_tap_dropped: u64,
     /// Frames from uswitch longer than the MTU allows (dropped).
     pub oversize: u64,
+    /// Frames offered to memif again after a full ring.
+    pub retried: u64,
 }
 
 pub struct Shuttle<P: Port> {
@@ -42,13 +51,20 @@ pub struct Shuttle<P: Port> {
     items: Vec<TxItem>,
     rx_pkts: Vec<PktRef>,
     stage: Vec<u8>,
+    /// Slots `pend_from..pend_to` hold frames memif has not taken yet.
+    pend_from: usize,
+    pend_to: usize,
+    /// Retry refused frames (every frame fits one memif buffer).
+    retry: bool,
     pub counters: TapCounters,
 }
 
 impl<P: Port> Shuttle<P> {
     /// Slots hold MTU + Ethernet header + one VLAN tag (rounded to 64 bytes).
-    pub fn new(port: P, tap: Tap, mtu: u16) -> Shuttle<P> {
-        let slot = ((usize::from(mtu) + 18 + 63) & !63).min(MAX_FRAME as usize);
+    /// `buffer_size` is the memif buffer size (frames up to it take one buffer).
+    pub fn new(port: P, tap: Tap, mtu: u16, buffer_size: u32) -> Shuttle<P> {
+        let frame = usize::from(mtu) + 18;
+        let slot = ((frame + 63) & !63).min(MAX_FRAME as usize);
         Shuttle {
             port,
             tap,
@@ -63,6 +79,9 @@ impl<P: Port> Shuttle<P> {
                 .collect(),
             rx_pkts: vec![PktRef::default(); BURST],
             stage: vec![0u8; slot],
+            pend_from: 0,
+            pend_to: 0,
+            retry: frame <= buffer_size as usize,
             counters: TapCounters::default(),
         }
     }
@@ -116,6 +135,22 @@ impl<P: Port> Shuttle<P> {
     }
 
     fn tap_to_memif(&mut self) -> io::Result<usize> {
+        if self.pend_to > self.pend_from {
+            if !self.port.link_up() {
+                self.pend_from = 0;
+                self.pend_to = 0;
+            } else {
+                let (a, b) = (self.pend_from, self.pend_to);
+                let sent = self.port.tx_burst(0, &self.tx_pkts[..b], &self.items[a..b]);
+                self.counters.retried += (b - a) as u64;
+                self.pend_from += sent;
+                if self.pend_from < self.pend_to {
+                    return Ok(sent);
+                }
+                self.pend_from = 0;
+                self.pend_to = 0;
+            }
+        }
         let mut n = 0;
         while n < BURST {
             let off = n * self.slot;
@@ -134,8 +169,11 @@ impl<P: Port> Shuttle<P> {
             n += 1;
         }
         if n > 0 {
-            // Unsent frames are counted as drops by the port.
-            self.port.tx_burst(0, &self.tx_pkts[..n], &self.items[..n]);
+            let sent = self.port.tx_burst(0, &self.tx_pkts[..n], &self.items[..n]);
+            if sent < n && self.retry && self.port.link_up() {
+                self.pend_from = sent;
+                self.pend_to = n;
+            }
         }
         Ok(n)
     }

@@ -21,6 +21,7 @@ use crate::tapdev;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::time::{Duration, Instant};
+use uswitch::config::MemifRole;
 use uswitch::port::Port;
 
 pub struct TapOptions {
@@ -53,7 +54,13 @@ pub fn run(c: &PodConfig, o: &TapOptions, mut signals: Signals) -> Result<()> {
     let port = link::memif_port(c)?;
     tracing::info!(tap = %tap.name(), socket = %c.socket, role = ?c.role, mac = %fmt_mac(&mac), "tap mode running");
 
-    let mut sh = Shuttle::new(port, tap, c.mtu);
+    // As memif server the peer picks the buffer size: no retry assumption then.
+    let bufsz = if c.role == MemifRole::Client {
+        link::BUFFER_SIZE
+    } else {
+        0
+    };
+    let mut sh = Shuttle::new(port, tap, c.mtu, bufsz);
     let mut poll = Poll::new().map_err(|e| AgentError::io("epoll", e))?;
     let mut events = Events::with_capacity(4);
     let tap_fd = sh.tap().fd();
@@ -120,6 +127,7 @@ fn log_stats<P: Port>(sh: &Shuttle<P>) {
         to_tap_bytes = t.to_tap_bytes,
         to_tap_dropped = t.to_tap_dropped,
         oversize = t.oversize,
+        retried = t.retried,
         memif_rx = p.total.rx_packets,
         memif_tx = p.total.tx_packets,
         memif_drop_no_buffer = p.total.drop_no_buffer,
