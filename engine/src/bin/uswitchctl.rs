@@ -420,7 +420,9 @@ mod tests {
         let Request::PortAdd { port } = r else {
             panic!("{r:?}")
         };
-        let PortKind::Memif(m) = &port.kind;
+        let PortKind::Memif(m) = &port.kind else {
+            panic!("not memif")
+        };
         assert_eq!(
             (m.role, m.id, m.queues, m.ring_size, m.buffer_size),
             (MemifRole::Client, 3, 2, 8, 4096)
@@ -434,7 +436,9 @@ mod tests {
             panic!()
         };
         assert_eq!(port.vlan, VlanMode::Access(7));
-        let PortKind::Memif(m) = &port.kind;
+        let PortKind::Memif(m) = &port.kind else {
+            panic!("not memif")
+        };
         assert_eq!(
             (m.ring_size, m.queues, m.mode),
             (10, 1, MemifMode::Ethernet)

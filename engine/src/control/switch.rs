@@ -141,12 +141,18 @@ pub fn check_port_add(m: &SwitchConfig, p: &PortConfig) -> Result<(), SwitchErro
         }
         _ => {}
     }
-    let PortKind::Memif(new) = &p.kind;
     for other in &m.ports {
-        let PortKind::Memif(o) = &other.kind;
-        if o.socket != new.socket {
+        if other.kind.socket() != p.kind.socket() {
             continue;
         }
+        let (PortKind::Memif(new), PortKind::Memif(o)) = (&p.kind, &other.kind) else {
+            // vhost-user sockets carry one connection: never shared.
+            return Err(SwitchError::Conflict(format!(
+                "socket {} is already used by port {}",
+                p.kind.socket(),
+                other.name
+            )));
+        };
         let server = o.role == crate::config::MemifRole::Server
             || new.role == crate::config::MemifRole::Server;
         if server || o.id == new.id {

@@ -314,7 +314,9 @@ fn stats_and_fdb_need_existing_objects() {
     let (mut sw, _, _) = switch(None);
     sw.add_bridge(BridgeConfig::new("br0")).unwrap();
     let mut p = port("p0", "/tmp/p0.sock");
-    let PortKind::Memif(m) = &mut p.kind;
+    let PortKind::Memif(m) = &mut p.kind else {
+        panic!("not memif")
+    };
     m.queues = 2;
     sw.add_port(p).unwrap();
     let s = sw.stats(Some("p0"), false).unwrap();
