@@ -227,7 +227,7 @@ mod tests {
         let (_p, f) = memfd(8192);
         // File smaller than offset + size.
         let big = RegionDesc {
-            mmap_offset: 8192,
+            mmap_offset: 1 << 30,
             ..ok
         };
         assert!(GuestMemory::new(&[big], vec![f]).is_err());
