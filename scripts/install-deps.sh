@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what building and testing uswitch needs on Debian 12 (run as root). Idempotent:
+# packages already installed are skipped, `apt-get update` runs at most once, cnitool-lite is
+# built only when it is not on PATH.
+set -euo pipefail
+
+PKGS=(dpdk dpdk-dev containernetworking-plugins golang-go golang-github-appc-cni-dev
+      iproute2 pkg-config iputils-ping socat coreutils util-linux procps)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages ${missing[*]}; run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+else
+  echo "install-deps: all packages present"
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "install-deps: cargo not found (install rustup)" >&2; exit 1; }
+for c in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" 2>/dev/null || true
+done
+
+if ! command -v cnitool-lite >/dev/null; then
+  root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || (cd "$(dirname "$0")/.." && pwd))
+  shared=${USWITCH_SHARED:-$root/../shared}
+  if [ -x "$shared/tools/cnitool-lite/build.sh" ]; then
+    "$shared/tools/cnitool-lite/build.sh" /usr/local/bin
+  else
+    echo "install-deps: cnitool-lite not on PATH and $shared/tools/cnitool-lite/build.sh not found (CNI e2e tests need it)" >&2
+  fi
+fi
+command -v dpdk-testpmd >/dev/null || { echo "install-deps: dpdk-testpmd missing after install" >&2; exit 1; }
+echo "install-deps: ok"

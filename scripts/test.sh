@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# THE test command (README, CI): dependencies, hugepages, format, lint, release build, unit
+# tests, then the end-to-end tests against real DPDK testpmd peers, serialized.
+# Runs as root on Debian 12. Exits non-zero on the first failing step; prints every
+# `test result:` line at the end.
+#   SKIP_DEPS=1      do not run scripts/install-deps.sh
+#   E2E_FILTER=name  only e2e tests whose name contains this
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+log=$(mktemp /tmp/uswitch-test.XXXXXX.log)
+trap 'rm -f "$log"' EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+summary() {
+  printf '\n==> summary\n'
+  grep -E '^ *Running |^test result:|^error: test failed' "$log" || true
+}
+
+step "dependencies"
+if [ "${SKIP_DEPS:-0}" != 1 ]; then
+  ./scripts/install-deps.sh
+fi
+
+step "hugepages"
+./scripts/hugepages.sh
+# Stale DPDK files of OUR prefixes only (harness: uswe2e*, demo: uswdemo*).
+rm -f /dev/hugepages/uswe2e* /dev/hugepages/uswdemo* 2>/dev/null || true
+rm -rf /var/run/dpdk/uswe2e* /var/run/dpdk/uswdemo* 2>/dev/null || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --workspace --release --bins
+
+step "unit tests: cargo test --workspace --exclude uswitch-e2e"
+set +e
+cargo test --workspace --exclude uswitch-e2e 2>&1 | tee -a "$log"
+rc=${PIPESTATUS[0]}
+set -e
+if [ "$rc" != 0 ]; then summary; echo "FAILED: unit tests (exit $rc)"; exit "$rc"; fi
+
+step "end-to-end tests: cargo test -p uswitch-e2e --release -- --test-threads=1"
+set +e
+timeout --kill-after=30 "${E2E_TIMEOUT:-2700}" \
+  cargo test -p uswitch-e2e --release -- --test-threads=1 ${E2E_FILTER:+"$E2E_FILTER"} 2>&1 | tee -a "$log"
+rc=${PIPESTATUS[0]}
+set -e
+rm -f /dev/hugepages/uswe2e* 2>/dev/null || true
+summary
+if [ "$rc" != 0 ]; then
+  echo "FAILED: end-to-end tests (exit $rc); process logs in ${CARGO_TARGET_DIR:-$root/target}/e2e-logs/"
+  exit "$rc"
+fi
+echo "OK: all tests passed"
