@@ -72,7 +72,9 @@ fn add_check_del_every_version() {
         let p = sw.port(&pname).expect("port created");
         assert_eq!(p.bridge.as_deref(), Some("br0"));
         assert_eq!(p.vlan, VlanMode::Access(100));
-        let PortKind::Memif(m) = &p.kind;
+        let PortKind::Memif(m) = &p.kind else {
+            panic!("not memif")
+        };
         assert_eq!(m.socket, sock);
         assert_eq!(m.role, uswitch::config::MemifRole::Server);
 
