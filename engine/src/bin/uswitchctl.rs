@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Seconds to wait for the daemon's answer.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
     #[command(subcommand)]
     cmd: Cmd,

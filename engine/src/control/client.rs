@@ -39,9 +39,17 @@ pub fn call(control: &Path, req: &Request, timeout: Duration) -> Result<serde_js
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Decode(e.to_string()))?;
     line.push('\n');
-    (&stream).write_all(line.as_bytes())?;
+    // A timeout surfaces as EAGAIN ("Resource temporarily unavailable"): say what it means.
+    let timed_out = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("uswitchd at {} did not answer within {timeout:?}", control.display()),
+        ),
+        _ => e,
+    };
+    (&stream).write_all(line.as_bytes()).map_err(timed_out)?;
     let mut resp = String::new();
-    BufReader::new(&stream).read_line(&mut resp)?;
+    BufReader::new(&stream).read_line(&mut resp).map_err(timed_out)?;
     let r: Response = serde_json::from_str(&resp).map_err(|e| ClientError::Decode(format!("{e}: {resp:?}")))?;
     Ok(r.into_result()?)
 }
