@@ -9,11 +9,11 @@
 //! - the whole body runs under the host lock (see `lock.rs`);
 //! - a `prevResult` is kept: our interface and IPs are appended to it.
 use crate::env::CniEnv;
-use crate::error::{CniError, CniResult, Code};
+use crate::error::{CniError, CniResult};
 use crate::ipam::Ipam;
 use crate::lock::HostLock;
 use crate::netconf::{IfType, NetConf};
-use crate::plan::{mode_str, side_str, Plan};
+use crate::plan::{mode_str, Plan};
 use crate::state::{self, AttachmentState, PodConfigData};
 use crate::switch::{Ensured, Switch};
 use crate::types::{CniOutput, Interface, Version};
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use uswitch::config::{
     default_buffer_size, default_queues, default_ring_size, MemifConfig, MemifRole, PortConfig,
-    PortKind, VlanMode,
+    PortKind, VhostUserConfig, VhostUserMode, VlanMode,
 };
 
 /// How long to wait for the host lock.
@@ -34,9 +34,7 @@ enum Undo {
     RemoveFile(PathBuf),
 }
 
-/// The uswitch port for a plan. vhost-user ports are built through the port's wire format, so
-/// this plugin needs no code change when the engine gains (or lacks) that port type: without
-/// it, ADD fails with error 7 before any side effect.
+/// The uswitch port for a plan (memif, or vhost-user with uswitch as the backend).
 pub fn port_config(plan: &Plan, conf: &NetConf) -> CniResult<PortConfig> {
     let vlan = plan.vlan.map(VlanMode::Access).unwrap_or_default();
     let queues = conf.uswitch.queues.unwrap_or_else(default_queues);
@@ -56,24 +54,19 @@ pub fn port_config(plan: &Plan, conf: &NetConf) -> CniResult<PortConfig> {
             bridge: plan.bridge.clone(),
             vlan,
         },
-        IfType::Vhostuser => {
-            let mut v = serde_json::json!({
-                "name": plan.names.port, "type": "vhost-user", "socket": plan.socket_path,
-                "mode": side_str(plan.role), "queues": queues});
-            if let Some(b) = &plan.bridge {
-                v["bridge"] = b.clone().into();
-            }
-            if !vlan.is_none() {
-                v["vlan"] = serde_json::to_value(&vlan).unwrap_or_default();
-            }
-            serde_json::from_value(v).map_err(|e| {
-                CniError::with_details(
-                    Code::InvalidConfig,
-                    "host.iftype vhostuser is not available: this uswitch build has no vhost-user ports",
-                    e.to_string(),
-                )
-            })?
-        }
+        IfType::Vhostuser => PortConfig {
+            name: plan.names.port.clone(),
+            kind: PortKind::VhostUser(VhostUserConfig {
+                socket: plan.socket_path.clone(),
+                mode: match plan.role {
+                    MemifRole::Server => VhostUserMode::Server,
+                    MemifRole::Client => VhostUserMode::Client,
+                },
+                queues,
+            }),
+            bridge: plan.bridge.clone(),
+            vlan,
+        },
     };
     port.validate()
         .map_err(|e| CniError::config(format!("uswitch port: {e}")))?;

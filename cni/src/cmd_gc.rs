@@ -66,9 +66,7 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<G
     // 2. Orphan ports under our shared dir.
     for p in sw.ports()? {
         let name = &p.config.name;
-        let Some(socket) = port_socket(&p.config) else {
-            continue;
-        };
+        let socket = p.config.kind.socket().to_string();
         if !name.starts_with("c-") || valid_ports.contains(name) || claimed_elsewhere.contains(name)
         {
             continue;
@@ -95,13 +93,6 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<G
         }
     }
     Ok(report)
-}
-
-/// The socket path of any port type (read through the wire format, which every port kind
-/// shares: `{"type": ..., "socket": ...}`).
-fn port_socket(p: &uswitch::config::PortConfig) -> Option<String> {
-    let v = serde_json::to_value(&p.kind).ok()?;
-    v.get("socket")?.as_str().map(String::from)
 }
 
 /// (containerID, ifname, network) of every well-formed record under `shared`.

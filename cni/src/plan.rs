@@ -3,9 +3,8 @@
 //! Rules enforced here (all before any side effect, so a bad config leaves nothing behind):
 //! - `host.engine` is `uswitch` (or absent); `ovs-dpdk` and `vpp` are mapped onto uswitch with a
 //!   log line; anything else is error 7;
-//! - `iftype` is `memif` (default) or `vhostuser` (ADD refuses it with error 7 when the uswitch
-//!   engine it is built against has no vhost-user ports); `netType` is `bridge`, `interface` or
-//!   `none`;
+//! - `iftype` is `memif` (default) or `vhostuser` (uswitch is the vhost-user backend; `vhost.mode`
+//!   says who listens); `netType` is `bridge`, `interface` or `none`;
 //! - `netType: bridge` needs `bridge.bridgeName` (or the deprecated `bridgeId`; engine `ovs-dpdk`
 //!   defaults to `br-0` as Intel's plugin did); `vlanId` 0 or absent means untagged, else 1..=4094;
 //! - memif host/container roles must differ, modes and iftypes match; socket file names are file
