@@ -64,7 +64,8 @@ pub struct RxQueue {
     max_len: u32,
     /// Keeps the ring's interrupt eventfd open while connected.
     _irq: Option<OwnedFd>,
-    pub violation: bool,
+    /// Set when the peer broke the ring protocol (reason); the port disconnects.
+    pub violation: Option<&'static str>,
 }
 
 /// A transmit queue.
@@ -74,7 +75,8 @@ pub struct TxQueue {
     /// Our producer counter (head for C2S, tail for S2C).
     counter: u16,
     irq: Option<OwnedFd>,
-    pub violation: bool,
+    /// Set when the peer broke the ring protocol (reason); the port disconnects.
+    pub violation: Option<&'static str>,
 }
 
 impl RxQueue {
@@ -88,7 +90,7 @@ impl RxQueue {
             refill: 0,
             max_len: MAX_PEER_BUFFER,
             _irq: irq,
-            violation: false,
+            violation: None,
         }
     }
 
@@ -103,7 +105,7 @@ impl RxQueue {
             refill: 0,
             max_len: bufs.size,
             _irq: irq,
-            violation: false,
+            violation: None,
         }
     }
 
@@ -135,31 +137,34 @@ impl RxQueue {
         out: &mut [PktRef],
         st: &mut QueueStats,
     ) -> usize {
-        if self.violation {
+        if self.violation.is_some() {
             return 0;
         }
         let Some(r) = regions.get(usize::from(self.ring.region)) else {
             return 0;
         };
         // The peer's counter: head for a C2S ring, tail for an S2C ring.
-        let limit =
-            if self.own.is_some() { self.ring.load_tail(r) } else { self.ring.load_head(r) };
+        let limit = if self.own.is_some() {
+            self.ring.load_tail(r)
+        } else {
+            self.ring.load_head(r)
+        };
         let Some(published) = self.ring.distance(self.released, limit) else {
-            self.violation = true;
+            self.violation = Some("peer ring counter further than the ring size from ours");
             return 0;
         };
         if self.own.is_some() {
             // The server may not fill more slots than we gave it.
             let given = self.refill.wrapping_sub(self.released);
             if published > given {
-                self.violation = true;
+                self.violation = Some("server filled more S2C slots than the client gave it");
                 return 0;
             }
         }
         let mut avail = limit.wrapping_sub(self.cursor);
         if avail > published {
             // Our cursor is ahead of the peer's counter: it moved backwards.
-            self.violation = true;
+            self.violation = Some("peer ring counter moved backwards");
             return 0;
         }
         let mut n = 0usize;
@@ -235,12 +240,24 @@ impl RxQueue {
 impl TxQueue {
     /// Server role: produce into an S2C ring; `start` is the ring's tail at connect time.
     pub fn server(ring: Ring, start: u16, irq: Option<OwnedFd>) -> TxQueue {
-        TxQueue { ring, own: None, counter: start, irq, violation: false }
+        TxQueue {
+            ring,
+            own: None,
+            counter: start,
+            irq,
+            violation: None,
+        }
     }
 
     /// Client role: produce into a C2S ring with our own buffers.
     pub fn client(ring: Ring, bufs: BufLayout, irq: Option<OwnedFd>) -> TxQueue {
-        TxQueue { ring, own: Some(bufs), counter: 0, irq, violation: false }
+        TxQueue {
+            ring,
+            own: Some(bufs),
+            counter: 0,
+            irq,
+            violation: None,
+        }
     }
 
     /// Copies `pkts[item.idx]` for each item into the ring (see `Port::tx_burst`).
@@ -251,7 +268,7 @@ impl TxQueue {
         items: &[TxItem],
         st: &mut QueueStats,
     ) -> usize {
-        if self.violation {
+        if self.violation.is_some() {
             st.count_drop(Drop::RingFull, items.len() as u64);
             return 0;
         }
@@ -262,7 +279,9 @@ impl TxQueue {
         let room = match self.own {
             Some(_) => {
                 let tail = self.ring.load_tail(r);
-                self.ring.distance(tail, self.counter).map(|used| self.ring.size() as u16 - used)
+                self.ring
+                    .distance(tail, self.counter)
+                    .map(|used| self.ring.size() as u16 - used)
             }
             None => {
                 let head = self.ring.load_head(r);
@@ -270,7 +289,7 @@ impl TxQueue {
             }
         };
         let Some(mut room) = room else {
-            self.violation = true;
+            self.violation = Some("peer ring counter further than the ring size from ours");
             st.count_drop(Drop::RingFull, items.len() as u64);
             return 0;
         };
@@ -300,7 +319,7 @@ impl TxQueue {
                 }
                 Err(why) => {
                     st.count_drop(why, 1);
-                    if self.violation {
+                    if self.violation.is_some() {
                         st.count_drop(Drop::RingFull, (items.len() - i - 1) as u64);
                         break;
                     }
@@ -367,7 +386,7 @@ impl TxQueue {
             }
             let d = self.ring.read_desc(r, self.counter.wrapping_add(n as u16));
             if check_desc_mut(&d, regions, MAX_PEER_BUFFER).is_none() {
-                self.violation = true;
+                self.violation = Some("descriptor from the client outside its regions");
                 return Err(Drop::BadDesc);
             }
             cap += u64::from(d.length);
@@ -380,7 +399,8 @@ impl TxQueue {
             };
             d.length = rd.fill(&seg, 0) as u32;
             d.flags = if k + 1 < n { DESC_FLAG_NEXT } else { 0 };
-            self.ring.write_desc(r, self.counter.wrapping_add(k as u16), d);
+            self.ring
+                .write_desc(r, self.counter.wrapping_add(k as u16), d);
         }
         Ok(n as u16)
     }
