@@ -18,6 +18,8 @@
 #   --short       2 s window, 1 s warm-up (CI).
 #   --cases RE    run only cases whose name matches RE (e.g. 'uswitch-bridge').
 #   --out FILE    also write the Markdown table to FILE.
+#   --perf FILE   also `perf record` the uswitch worker thread during the window of the
+#                 uswitch-bridge / uswitch-bench reflector / burst 32 case; report to FILE.
 # Needs: release build (cargo build --release -p uswitch-engine -p uswitch-bench), dpdk-testpmd,
 # hugepages; OVS-DPDK (openvswitch-switch-dpdk) is optional (skipped with a note).
 # Everything it starts is killed by PID on exit; its hugepage files are removed.
@@ -27,6 +29,7 @@ WARMUP=2
 WINDOW=8
 CASES='.*'
 OUT=''
+PERF_OUT=''
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) WARMUP=1; WINDOW=2 ;;
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
         --window) WINDOW=$2; shift ;;
         --cases) CASES=$2; shift ;;
         --out) OUT=$2; shift ;;
+        --perf) PERF_OUT=$2; shift ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -239,6 +243,27 @@ switch_cycles() { # prints busy cycles per packet since switch_clear
     esac
 }
 
+# perf_worker SECS: samples uswitchd's worker thread for SECS seconds, report to $PERF_OUT.
+perf_worker() {
+    local pid='' tid='' t p
+    for p in "${PIDS[@]}"; do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = uswitchd ] && pid=$p; done
+    for t in /proc/"$pid"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = uswitch-worker ] && tid=${t##*/}
+    done
+    if [ -z "$tid" ] || ! command -v perf > /dev/null; then
+        echo "loopback.sh: perf or the worker thread not found; no profile" >&2
+        sleep "$1"
+        return
+    fi
+    perf record -q -g -t "$tid" -o "$WORK/perf.data" -- sleep "$1" > /dev/null 2>&1
+    {
+        echo "# perf record -g -t <uswitch-worker tid> during uswitch-bridge/bench/2 ports/burst 32"
+        perf report -i "$WORK/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
+            | grep -v '^$' | head -150
+    } > "$PERF_OUT"
+    perf annotate -i "$WORK/perf.data" --stdio 2>/dev/null | head -400 > "${PERF_OUT%.txt}.annotate.txt"
+}
+
 # ---- one case -------------------------------------------------------------------------------
 run_case() { # SWITCH REFLECTOR NPORTS BURST
     local sw=$1 rf=$2 n=$3 burst=$4
@@ -290,7 +315,11 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     for _ in $(seq 1 150); do grep -q 'links up' "$WORK/rf.err" && break; sleep 0.1; done
                     sleep "$WARMUP"
                     switch_clear
-                    sleep "$WINDOW"
+                    if [ -n "$PERF_OUT" ] && [ "$sw/$n/$burst" = uswitch-bridge/2/32 ]; then
+                        perf_worker "$WINDOW"
+                    else
+                        sleep "$WINDOW"
+                    fi
                     cycles=$(switch_cycles)
                     wait "$rpid" 2>/dev/null
                     if [ -s "$WORK/rf.json" ]; then

@@ -51,7 +51,8 @@ struct Args {
     /// Total send rate in packets per second over all sending links; 0 = as fast as possible.
     #[arg(long, value_name = "PPS", default_value_t = 0)]
     rate: u64,
-    /// Send exactly this many packets in total, then stop (tx, latency).
+    /// tx/latency: send exactly this many packets in total, then stop. rx: stop once this many
+    /// were received (--duration still caps the run).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Distinct source MAC/IP flows per sending link.

@@ -12,7 +12,8 @@
 //! Timing: the clock is read every iteration only when pacing (`--rate` > 0) or stamping;
 //! otherwise every 64 iterations. Control messages are polled every 10 ms, the progress line
 //! every second. After `--warmup` the counters are snapshotted and the measurement window
-//! runs for `--duration` seconds (or until `--count` packets are sent and acknowledged).
+//! runs for `--duration` seconds (or until `--count` packets are sent and acknowledged, or in
+//! `rx` mode received).
 use crate::endpoint::{Endpoint, EndpointOpts, LinkStats};
 use crate::error::BenchError;
 use crate::flows::Flows;
@@ -287,6 +288,13 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         }
         if measuring && t - t_measure >= o.duration {
             break t;
+        }
+        if o.mode == Mode::Rx {
+            if let Some(c) = o.count {
+                if ep.links.iter().map(|l| l.st.rx_packets).sum::<u64>() >= c {
+                    break t;
+                }
+            }
         }
         if !senders.is_empty() && senders.iter().all(|s| s.done()) {
             // Every packet sent: wait (up to 1 s) until the server took them all.

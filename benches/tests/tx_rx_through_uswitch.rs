@@ -148,10 +148,25 @@ fn paced_tx_through_bridge_arrives_exactly() {
     }
 
     let (sa, sb) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
-    let rx = bench(&["rx", "-s", sb, "--duration", "8", "--core", "1", "--json"]);
+    // Large rings (16384 slots): this 2-core machine is shared, and a receiver descheduled for
+    // a while must not make the switch drop (this is a correctness test, not a timing test).
+    let count = COUNT.to_string();
+    let rx = bench(&[
+        "rx",
+        "-s",
+        sb,
+        "--count",
+        &count,
+        "--duration",
+        "60",
+        "--ring-size",
+        "14",
+        "--core",
+        "1",
+        "--json",
+    ]);
     // Let rx connect first so the bridge has somewhere to flood to.
     std::thread::sleep(Duration::from_millis(500));
-    let count = COUNT.to_string();
     let rate = RATE.to_string();
     let tx = bench(&[
         "tx",
@@ -162,15 +177,17 @@ fn paced_tx_through_bridge_arrives_exactly() {
         "--count",
         &count,
         "--duration",
-        "20",
+        "60",
         "--flows",
         "16",
+        "--ring-size",
+        "14",
         "--core",
         "1",
         "--json",
     ]);
-    let txr = report(&tx.wait_output(Duration::from_secs(30)));
-    let rxr = report(&rx.wait_output(Duration::from_secs(30)));
+    let txr = report(&tx.wait_output(Duration::from_secs(90)));
+    let rxr = report(&rx.wait_output(Duration::from_secs(90)));
 
     assert_eq!(
         txr["links"][0]["total"]["tx_packets"].as_u64(),
