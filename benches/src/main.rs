@@ -83,6 +83,10 @@ struct Args {
     /// Seconds to wait for each server (connect + handshake).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     timeout: f64,
+    /// tx/rx/latency: sleep this many microseconds after a loop iteration that moved nothing
+    /// (0 = busy-poll). Lets a paced test share a CPU; costs latency and peak rate.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    idle_sleep: u64,
     /// Pin this process to CPU N.
     #[arg(long, value_name = "N")]
     core: Option<usize>,
@@ -162,6 +166,7 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
         warmup: a.warmup,
         inject: a.inject.unwrap_or(a.burst),
         progress: std::io::stderr().is_terminal(),
+        idle_sleep: Duration::from_micros(a.idle_sleep),
         ep: endpoint::EndpointOpts {
             queues: a.queues,
             log2_ring: a.ring_size,

@@ -56,6 +56,8 @@ pub struct RunOpts {
     pub warmup: f64,
     pub inject: usize,
     pub progress: bool,
+    /// Sleep this long after an iteration that moved nothing (tx/rx/latency; 0 = spin).
+    pub idle_sleep: Duration,
     pub ep: EndpointOpts,
 }
 
@@ -111,7 +113,7 @@ fn receive_all(
     burst: usize,
     seq: &mut SeqCheck,
     lat: Option<(&mut Latency, u64)>,
-) {
+) -> usize {
     let mut head = [0u8; MIN_SIZE];
     let (lat, now_ns) = match lat {
         Some((l, t)) => (Some(l), t),
@@ -119,8 +121,9 @@ fn receive_all(
     };
     let mut lat = lat;
     let nq = ep.queues();
+    let mut got = 0;
     for (li, qi) in (0..ep.links.len()).flat_map(|l| (0..nq).map(move |q| (l, q))) {
-        ep.rx(li, qi, burst, |seg| {
+        got += ep.rx(li, qi, burst, |seg| {
             let n = seg.read(0, &mut head);
             if let Some(s) = packet::parse(&head[..n]) {
                 seq.check(&s);
@@ -132,6 +135,7 @@ fn receive_all(
             }
         });
     }
+    got
 }
 
 /// Connects, runs the mode, and returns the report (also when a link went down mid-run: the
@@ -240,6 +244,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             }
             _ => {
                 let ts = if stamping { (t * 1e9) as u64 } else { 0 };
+                let mut moved = 0;
                 for s in &mut senders {
                     let budget = if paced {
                         let due = (t * per_link_rate) as u64;
@@ -248,7 +253,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
                         o.burst
                     };
                     if budget > 0 {
-                        s.send(&mut ep, budget, ts.max(1));
+                        moved += s.send(&mut ep, budget, ts.max(1));
                     }
                 }
                 let now_ns = if stamping {
@@ -261,7 +266,10 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
                 } else {
                     None
                 };
-                receive_all(&mut ep, o.burst, &mut seq, l);
+                moved += receive_all(&mut ep, o.burst, &mut seq, l);
+                if moved == 0 && !o.idle_sleep.is_zero() {
+                    std::thread::sleep(o.idle_sleep);
+                }
             }
         }
         if t < next_control {

@@ -161,6 +161,8 @@ fn paced_tx_through_bridge_arrives_exactly() {
         "60",
         "--ring-size",
         "14",
+        "--idle-sleep",
+        "20",
         "--core",
         "1",
         "--json",
@@ -182,6 +184,8 @@ fn paced_tx_through_bridge_arrives_exactly() {
         "16",
         "--ring-size",
         "14",
+        "--idle-sleep",
+        "20",
         "--core",
         "1",
         "--json",
@@ -189,32 +193,23 @@ fn paced_tx_through_bridge_arrives_exactly() {
     let txr = report(&tx.wait_output(Duration::from_secs(90)));
     let rxr = report(&rx.wait_output(Duration::from_secs(90)));
 
-    assert_eq!(
-        txr["links"][0]["total"]["tx_packets"].as_u64(),
-        Some(COUNT),
-        "tx: {txr}"
-    );
+    let stats = ctl(&control, &["stats"]);
+    let ctx = format!("\ntx: {txr}\nrx: {rxr}\nswitch: {stats}");
+    let tx_total = &txr["links"][0]["total"];
+    let rx_total = &rxr["links"][0]["total"];
+    assert_eq!(tx_total["tx_packets"].as_u64(), Some(COUNT), "{ctx}");
     // Paced: 2 s for 200k packets (a little more under load), never faster.
     let window = txr["window_s"].as_f64().unwrap_or(0.0);
     assert!(
         window >= 1.9,
         "tx finished in {window} s: not paced at {RATE} pps"
     );
-    assert_eq!(
-        rxr["links"][0]["total"]["rx_packets"].as_u64(),
-        Some(COUNT),
-        "rx: {rxr}"
-    );
-    assert_eq!(rxr["lost"].as_u64(), Some(0), "rx: {rxr}");
-    assert_eq!(rxr["out_of_order"].as_u64(), Some(0), "rx: {rxr}");
-    assert_eq!(rxr["bad_desc"].as_u64(), Some(0), "rx: {rxr}");
-    assert_eq!(
-        rxr["links"][0]["total"]["rx_bytes"].as_u64(),
-        Some(COUNT * 64)
-    );
-
-    let stats = ctl(&control, &["stats"]);
-    assert_eq!(port_stat(&stats, "a", "rx_packets"), COUNT, "{stats}");
-    assert_eq!(port_stat(&stats, "b", "tx_packets"), COUNT, "{stats}");
-    assert_eq!(port_stat(&stats, "b", "drop_ring_full"), 0, "{stats}");
+    assert_eq!(port_stat(&stats, "a", "rx_packets"), COUNT, "{ctx}");
+    assert_eq!(port_stat(&stats, "b", "tx_packets"), COUNT, "{ctx}");
+    assert_eq!(port_stat(&stats, "b", "drop_ring_full"), 0, "{ctx}");
+    assert_eq!(rx_total["rx_packets"].as_u64(), Some(COUNT), "{ctx}");
+    assert_eq!(rxr["lost"].as_u64(), Some(0), "{ctx}");
+    assert_eq!(rxr["out_of_order"].as_u64(), Some(0), "{ctx}");
+    assert_eq!(rxr["bad_desc"].as_u64(), Some(0), "{ctx}");
+    assert_eq!(rx_total["rx_bytes"].as_u64(), Some(COUNT * 64), "{ctx}");
 }
