@@ -105,7 +105,8 @@ tp_start() {
     local fd
     exec {fd}<>"$fifo"
     FDS+=("$fd")
-    dpdk-testpmd --lcores "$lcores" --no-pci --file-prefix "${PREFIX}$name" -m 512 "$@" \
+    # stdbuf: testpmd printf output is block-buffered on a file otherwise (visible only at exit).
+    stdbuf -oL dpdk-testpmd --lcores "$lcores" --no-pci --file-prefix "${PREFIX}$name" -m 512 "$@" \
         < "$fifo" > "$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     eval "TP_FD_$name=$fd"
@@ -196,7 +197,7 @@ switch_start() { # KIND NPORTS BURST
             ovs-vsctl --db="unix:$d/db.sock" --no-wait init
             ovs-vsctl --db="unix:$d/db.sock" --no-wait set Open_vSwitch . \
                 other_config:dpdk-init=true other_config:pmd-cpu-mask=0x1 \
-                other_config:dpdk-lcore-mask=0x1 other_config:dpdk-socket-mem=512 \
+                other_config:dpdk-socket-mem=512 \
                 "other_config:dpdk-extra=--no-pci --file-prefix ${PREFIX}ovs"
             "$OVS_VSWITCHD" "unix:$d/db.sock" --unixctl="$d/vswitchd.ctl" \
                 --log-file="$d/vswitchd.log" > /dev/null 2>&1 &
