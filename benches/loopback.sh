@@ -106,7 +106,7 @@ tp_start() {
     exec {fd}<>"$fifo"
     FDS+=("$fd")
     # stdbuf: testpmd printf output is block-buffered on a file otherwise (visible only at exit).
-    stdbuf -oL dpdk-testpmd --lcores "$lcores" --no-pci --file-prefix "${PREFIX}$name" -m 512 "$@" \
+    stdbuf -oL dpdk-testpmd --lcores "$lcores" --no-pci --file-prefix "${PREFIX}$name" -m 256 "$@" \
         < "$fifo" > "$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     eval "TP_FD_$name=$fd"
@@ -187,7 +187,7 @@ switch_start() { # KIND NPORTS BURST
             ;;
         ovs)
             local d=$WORK/ovs
-            mkdir -p "$d"
+            rm -rf "$d"; mkdir -p "$d"
             export OVS_RUNDIR=$d OVS_LOGDIR=$d OVS_DBDIR=$d OVS_SYSCONFDIR=$d
             ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
             ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --unixctl="$d/ovsdb.ctl" \
@@ -197,7 +197,6 @@ switch_start() { # KIND NPORTS BURST
             ovs-vsctl --db="unix:$d/db.sock" --no-wait init
             ovs-vsctl --db="unix:$d/db.sock" --no-wait set Open_vSwitch . \
                 other_config:dpdk-init=true other_config:pmd-cpu-mask=0x1 \
-                other_config:dpdk-socket-mem=512 \
                 "other_config:dpdk-extra=--no-pci --file-prefix ${PREFIX}ovs"
             "$OVS_VSWITCHD" "unix:$d/db.sock" --unixctl="$d/vswitchd.ctl" \
                 --log-file="$d/vswitchd.log" > /dev/null 2>&1 &
