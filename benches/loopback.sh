@@ -339,6 +339,39 @@ print("%.3f %.3f" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6))' "$WORK/rf.json")
     echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
 }
 
+# latency_case SWITCH: uswitch-bench latency, paced at 1 Mpps, tx on port 0, rx on port 1.
+LAT=$WORK/latency.tsv
+: > "$LAT"
+latency_case() {
+    local sw=$1 name="$1/latency/1Mpps"
+    [[ "$name" =~ $CASES ]] || return 0
+    echo "== $name" >&2
+    local res='- - - - -' note=''
+    if switch_start "$sw" 2 32; then
+        local q=1
+        [ "$sw" = ovs ] && q=2
+        "$BIN/uswitch-bench" latency -s "$WORK/p0.sock" -s "$WORK/p1.sock" --queues "$q" --core 1 \
+            --rate 1000000 --warmup "$WARMUP" --duration "$WINDOW" --json \
+            > "$WORK/lat.json" 2> "$WORK/lat.err" &
+        local lpid=$!
+        PIDS+=($lpid)
+        wait "$lpid" 2>/dev/null
+        if [ -s "$WORK/lat.json" ]; then
+            res=$(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1])); l=r.get("latency") or {}
+f=lambda k: "%.2f" % (l[k]/1000) if k in l else "-"
+print("%.3f %s %s %s %s" % (r["rx_pps"]/1e6, f("p50_ns"), f("p99_ns"), f("p99_9_ns"), f("max_ns")))' "$WORK/lat.json")
+        else
+            note="failed: $(tail -1 "$WORK/lat.err")"
+        fi
+    else
+        note='switch failed to start'
+    fi
+    kill_case
+    printf '%s\t%s\t%s\n' "$sw" "$res" "$note" | tr ' ' '\t' >> "$LAT"
+    echo "   rx Mpps, p50/p99/p99.9/max us: $res $note" >&2
+}
+
 echo "loopback.sh: warm-up ${WARMUP}s, window ${WINDOW}s; $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >&2
 [ $HAVE_OVS = 1 ] || echo "loopback.sh: NOTE: OVS-DPDK not installed (apt-get install openvswitch-switch-dpdk); skipping it" >&2
 for burst in 32 256; do
@@ -352,7 +385,12 @@ for burst in 32 256; do
     done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" <<'EOF'
+for sw in testpmd ovs uswitch-bridge uswitch-xconnect; do
+    [ "$sw" = ovs ] && [ $HAVE_OVS = 0 ] && continue
+    latency_case "$sw"
+done
+
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
@@ -374,6 +412,13 @@ for sw, rf, n, b, mpps, agg, cyc, note in rows:
     lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {note} |")
 lines.append("")
 lines.append("Ratios: aggregate Mpps and cycles/packet divided by testpmd io-fwd's (2 ports) with the same reflector and burst.")
+lat = [l.rstrip("\n").split("\t") for l in open(sys.argv[5]) if l.strip()]
+if lat:
+    lines += ["", "Latency: `uswitch-bench latency` paced at 1 Mpps total, 64 B, port 0 -> switch -> port 1 (one-way, us).", "",
+              "| switch | rx Mpps | p50 | p99 | p99.9 | max | note |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in lat:
+        r += [""] * (7 - len(r))
+        lines.append("| " + " | ".join(r[:6]) + " | " + " ".join(r[6:]) + " |")
 text = "\n".join(lines)
 print(text)
 if out:
