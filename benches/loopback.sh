@@ -270,7 +270,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
     local name="$sw/$rf/${n}p/b$burst"
     [[ "$name" =~ $CASES ]] || return 0
     echo "== $name" >&2
-    local mpps='' cycles='' agg='' note=''
+    local mpps='' cycles='' agg='' note='' rcyc=''
     if ! switch_start "$sw" "$n" "$burst"; then
         note='switch failed to start'
     else
@@ -323,9 +323,9 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     cycles=$(switch_cycles)
                     wait "$rpid" 2>/dev/null
                     if [ -s "$WORK/rf.json" ]; then
-                        read -r mpps agg < <(python3 -c 'import json,sys
-r=json.load(open(sys.argv[1]))
-print("%.3f %.3f" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6))' "$WORK/rf.json")
+                        read -r mpps agg rcyc < <(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1])); c=r.get("busy_cycles_per_packet")
+print("%.3f %.3f %s" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if c else "-"))' "$WORK/rf.json")
                     else
                         note="reflector failed: $(tail -1 "$WORK/rf.err")"
                     fi
@@ -334,8 +334,8 @@ print("%.3f %.3f" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6))' "$WORK/rf.json")
         esac
     fi
     kill_case
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
-        "${cycles:--}" "$note" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
+        "${cycles:--}" "${rcyc:--}" "$note" >> "$RESULTS"
     echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
 }
 
@@ -398,18 +398,18 @@ def num(s):
     try: return float(s)
     except ValueError: return None
 base = {}
-for sw, rf, n, b, mpps, agg, cyc, note in rows:
+for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     if sw == "testpmd" and n == "2":
         base[(rf, b)] = (num(mpps), num(agg), num(cyc))
 lines = [f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1.", "",
-         "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | note |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-for sw, rf, n, b, mpps, agg, cyc, note in rows:
+         "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     bm, ba, bc = base.get((rf, b), (None, None, None))
     a, c = num(agg), num(cyc)
     r_m = f"{a / ba:.2f}x" if a and ba else "-"
     r_c = f"{c / bc:.2f}x" if c and bc else "-"
-    lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {note} |")
+    lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {rcyc} | {note} |")
 lines.append("")
 lines.append("Ratios: aggregate Mpps and cycles/packet divided by testpmd io-fwd's (2 ports) with the same reflector and burst.")
 lat = [l.rstrip("\n").split("\t") for l in open(sys.argv[5]) if l.strip()]

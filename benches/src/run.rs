@@ -21,6 +21,7 @@ use crate::latency::Latency;
 use crate::packet::{self, SeqCheck, Stamp, MIN_SIZE, PAYLOAD_OFF};
 use crate::report::{snapshot, Counts, LinkReport, Progress, Report};
 use std::time::{Duration, Instant};
+use uswitch::shm::tsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -59,6 +60,14 @@ pub struct RunOpts {
     /// Sleep this long after an iteration that moved nothing (tx/rx/latency; 0 = spin).
     pub idle_sleep: Duration,
     pub ep: EndpointOpts,
+}
+
+/// Reflector cycle accounting (busy TSC cycles, descriptors moved).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cycles {
+    prev: u64,
+    busy: u64,
+    moved: u64,
 }
 
 /// Per sending link: templates, sequence, pacing.
@@ -226,6 +235,11 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
     let mut drain_since: Option<f64> = None;
     let mut iter: u64 = 0;
     let mut t = 0.0f64;
+    let mut cyc = Cycles {
+        prev: tsc(),
+        ..Cycles::default()
+    };
+    let mut cyc_base = Cycles::default();
     let pairs: Vec<(usize, usize)> = (0..nl / 2).map(|p| (2 * p, 2 * p + 1)).collect();
 
     let end_t = loop {
@@ -235,12 +249,21 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         }
         match o.mode {
             Mode::Reflect => {
+                let mut moved = 0;
                 for &(a, b) in &pairs {
                     for q in 0..nq {
-                        ep.forward(a, b, q, o.burst);
-                        ep.forward(b, a, q, o.burst);
+                        moved += ep.forward(a, b, q, o.burst);
+                        moved += ep.forward(b, a, q, o.burst);
                     }
                 }
+                // Our own cost, accounted like the switch's: TSC per iteration that moved
+                // something, per descriptor moved.
+                let now_tsc = tsc();
+                if moved > 0 {
+                    cyc.busy += now_tsc.wrapping_sub(cyc.prev);
+                    cyc.moved += moved as u64;
+                }
+                cyc.prev = now_tsc;
             }
             _ => {
                 let ts = if stamping { (t * 1e9) as u64 } else { 0 };
@@ -293,6 +316,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             base_ooo = seq.out_of_order;
             lat.clear();
             t_measure = t;
+            cyc_base = cyc;
         }
         if measuring && t - t_measure >= o.duration {
             break t;
@@ -370,5 +394,13 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         out_of_order: seq.out_of_order - base_ooo,
         bad_desc: bad,
         latency: if stamping { lat.summary() } else { None },
+        busy_cycles_per_packet: {
+            let (busy, moved) = if measuring {
+                (cyc.busy - cyc_base.busy, cyc.moved - cyc_base.moved)
+            } else {
+                (cyc.busy, cyc.moved)
+            };
+            (o.mode == Mode::Reflect && moved > 0).then(|| busy as f64 / moved as f64)
+        },
     })
 }
