@@ -64,6 +64,10 @@ if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 1024 ]; then echo 1024 > /proc/sys/v
 mkdir -p /dev/hugepages
 mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
 
+# Serialize with the e2e tests and other throughput runs (same lock file as tests/src/lib.rs).
+exec 9> /tmp/uswitch-e2e.lock
+if ! flock -w 1800 9; then echo "loopback.sh: /tmp/uswitch-e2e.lock busy for 30 min" >&2; exit 2; fi
+
 WORK=$(mktemp -d /tmp/uswitch-loopback.XXXXXX)
 PREFIX="uswlb$$"        # hugepage file prefix of every DPDK process we start
 PIDS=()                 # processes of the current case
