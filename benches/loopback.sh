@@ -312,7 +312,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     [ "$sw" = ovs ] && q=2
                     for i in $(seq 0 $((n - 1))); do socks+=(-s "$WORK/p$i.sock"); done
                     "$BIN/uswitch-bench" reflect "${socks[@]}" --queues "$q" --core 1 --burst "$burst" \
-                        --warmup "$WARMUP" --duration "$WINDOW" --json \
+                        --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
                         > "$WORK/rf.json" 2> "$WORK/rf.err" &
                     local rpid=$!
                     PIDS+=($rpid)

@@ -67,6 +67,10 @@ struct Args {
     /// Warm-up in seconds before the counters are taken.
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     warmup: f64,
+    /// Keep running this many seconds after the window, not counted (so a switch's own
+    /// window, read by a script, ends while traffic still flows).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    linger: f64,
     /// reflect: packets injected on each link at start (like testpmd --tx-first) [default: burst].
     #[arg(long, value_name = "N")]
     inject: Option<usize>,
@@ -146,6 +150,9 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
     if !a.duration.is_finite() || a.duration <= 0.0 || !a.warmup.is_finite() || a.warmup < 0.0 {
         return usage("--duration must be > 0 and --warmup >= 0".into());
     }
+    if !a.linger.is_finite() || a.linger < 0.0 {
+        return usage("--linger must be >= 0".into());
+    }
     if !a.timeout.is_finite() || a.timeout <= 0.0 {
         return usage("--timeout must be > 0".into());
     }
@@ -164,6 +171,7 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
         dst_mac: a.dst_mac,
         duration: a.duration,
         warmup: a.warmup,
+        linger: a.linger,
         inject: a.inject.unwrap_or(a.burst),
         progress: std::io::stderr().is_terminal(),
         idle_sleep: Duration::from_micros(a.idle_sleep),

@@ -55,6 +55,9 @@ pub struct RunOpts {
     pub dst_mac: Option<[u8; 6]>,
     pub duration: f64,
     pub warmup: f64,
+    /// Keep running this long after the window (not counted), so the peer's own measurement
+    /// can end first.
+    pub linger: f64,
     pub inject: usize,
     pub progress: bool,
     /// Sleep this long after an iteration that moved nothing (tx/rx/latency; 0 = spin).
@@ -68,6 +71,16 @@ struct Cycles {
     prev: u64,
     busy: u64,
     moved: u64,
+}
+
+/// The report's figures, taken when the measurement window ends.
+struct Frozen {
+    t: f64,
+    stats: Vec<LinkStats>,
+    cyc: Cycles,
+    lost: u64,
+    ooo: u64,
+    lat: Option<crate::latency::LatencySummary>,
 }
 
 /// Per sending link: templates, sequence, pacing.
@@ -242,6 +255,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
     let mut cyc_base = Cycles::default();
     let pairs: Vec<(usize, usize)> = (0..nl / 2).map(|p| (2 * p, 2 * p + 1)).collect();
 
+    let mut frozen: Option<Frozen> = None;
     let end_t = loop {
         iter += 1;
         if paced || stamping || iter & 63 == 0 {
@@ -318,8 +332,21 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             t_measure = t;
             cyc_base = cyc;
         }
-        if measuring && t - t_measure >= o.duration {
-            break t;
+        if measuring && frozen.is_none() && t - t_measure >= o.duration {
+            // Window over: freeze the figures; keep running (not counted) for --linger.
+            frozen = Some(Frozen {
+                t,
+                stats: snapshot(&ep),
+                cyc,
+                lost: seq.lost,
+                ooo: seq.out_of_order,
+                lat: stamping.then(|| lat.summary()).flatten(),
+            });
+        }
+        if let Some(f) = &frozen {
+            if t - f.t >= o.linger {
+                break f.t;
+            }
         }
         if o.mode == Mode::Rx {
             if let Some(c) = o.count {
@@ -352,12 +379,20 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         base = vec![LinkStats::default(); nl];
         t_measure = 0.0;
     }
-    let window_s = (end_t - t_measure).max(1e-9);
+    let f = frozen.unwrap_or_else(|| Frozen {
+        t: end_t,
+        stats: snapshot(&ep),
+        cyc,
+        lost: seq.lost,
+        ooo: seq.out_of_order,
+        lat: stamping.then(|| lat.summary()).flatten(),
+    });
+    let window_s = (f.t - t_measure).max(1e-9);
     let mut links = Vec::with_capacity(nl);
     let (mut rx_pps, mut tx_pps, mut rx_bytes, mut tx_bytes, mut bad) =
         (0.0, 0.0, 0u64, 0u64, 0u64);
-    for (l, b) in ep.links.iter().zip(&base) {
-        let w = l.st.delta(b);
+    for ((l, b), end) in ep.links.iter().zip(&base).zip(&f.stats) {
+        let w = end.delta(b);
         let lr = LinkReport {
             socket: l.socket.clone(),
             peer: l.peer_name.clone(),
@@ -366,7 +401,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             window: Counts::from(w),
             rx_pps: w.rx_packets as f64 / window_s,
             tx_pps: w.tx_packets as f64 / window_s,
-            total: Counts::from(l.st),
+            total: Counts::from(*end),
         };
         rx_pps += lr.rx_pps;
         tx_pps += lr.tx_pps;
@@ -390,15 +425,15 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         tx_pps,
         rx_gbps: rx_bytes as f64 * 8.0 / window_s / 1e9,
         tx_gbps: tx_bytes as f64 * 8.0 / window_s / 1e9,
-        lost: seq.lost - base_lost,
-        out_of_order: seq.out_of_order - base_ooo,
+        lost: f.lost - base_lost,
+        out_of_order: f.ooo - base_ooo,
         bad_desc: bad,
-        latency: if stamping { lat.summary() } else { None },
+        latency: f.lat,
         busy_cycles_per_packet: {
             let (busy, moved) = if measuring {
-                (cyc.busy - cyc_base.busy, cyc.moved - cyc_base.moved)
+                (f.cyc.busy - cyc_base.busy, f.cyc.moved - cyc_base.moved)
             } else {
-                (cyc.busy, cyc.moved)
+                (f.cyc.busy, f.cyc.moved)
             };
             (o.mode == Mode::Reflect && moved > 0).then(|| busy as f64 / moved as f64)
         },
