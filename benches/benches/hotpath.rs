@@ -9,13 +9,21 @@
 //! - `forward/*`: one `Switch::poll` over a bridge with fake ports: port `a` replays a burst of
 //!   32 frames (no copy on rx), the destination copies each frame once into a scratch buffer
 //!   (what a real port's tx costs). Throughput is in packets.
+//! - `memif/*`: real memif ports over a Unix socket and shared memory, all in this thread.
+//!   `c2s_burst`: a client port transmits 32 frames, the server port receives and releases them
+//!   (ring enqueue + dequeue, one copy). `bridge_memif_to_memif`: peer client → server port A →
+//!   bridge → server port B → peer client, per burst of 32 (three copies: peer tx, switch tx,
+//!   none on rx).
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uswitch::bridge::{Fdb, Switch};
-use uswitch::config::{BridgeConfig, VlanMode};
+use uswitch::config::{BridgeConfig, MemifConfig, MemifMode, MemifRole, VlanMode};
 use uswitch::dataplane::Attach;
 use uswitch::fakeport::{frame, mac, FakePort, BROADCAST};
+use uswitch::memif::MemifPort;
+use uswitch::port::{PktRef, Port, TxItem, VlanEdit};
+use uswitch::shm::HeapBuf;
 
 const BURST: usize = 32;
 
@@ -163,5 +171,152 @@ fn bench_forward(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_fdb, bench_forward);
+fn memif_cfg(socket: &str, role: MemifRole) -> MemifConfig {
+    MemifConfig {
+        socket: socket.to_string(),
+        role,
+        id: 0,
+        secret: None,
+        queues: 1,
+        ring_size: 10,
+        buffer_size: 2048,
+        mode: MemifMode::Ethernet,
+    }
+}
+
+fn sock(tag: &str) -> String {
+    let p = std::env::temp_dir().join(format!("uswitch-bench-{}-{tag}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p.to_string_lossy().into_owned()
+}
+
+/// Polls `ports` (and the switch's control tick, when given) until every port is up.
+fn bring_up(sw: Option<&mut Switch>, ports: &mut [&mut MemifPort]) {
+    let t0 = Instant::now();
+    let mut sw = sw;
+    loop {
+        let now = Instant::now();
+        let mut up = true;
+        if let Some(sw) = sw.as_deref_mut() {
+            up &= sw.control_tick(now, 1);
+        }
+        for p in ports.iter_mut() {
+            p.poll_control(now);
+            up &= p.link_up();
+        }
+        if up {
+            if let Some(sw) = sw {
+                // One more tick so the switch samples every link as up.
+                sw.control_tick(Instant::now(), 1);
+            }
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "memif links did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Frames in a heap buffer with PktRefs and Keep items, ready for `tx_burst`.
+struct TxSet {
+    _buf: HeapBuf,
+    pkts: Vec<PktRef>,
+    items: Vec<TxItem>,
+}
+
+fn tx_set(frames: &[Vec<u8>]) -> TxSet {
+    let mut buf = HeapBuf::new(frames.len() * 2048);
+    let mut pkts = vec![PktRef::default(); frames.len()];
+    for (k, f) in frames.iter().enumerate() {
+        buf.bytes_mut()[k * 2048..k * 2048 + f.len()].copy_from_slice(f);
+        pkts[k].push_seg(buf.seg(k * 2048, f.len()).expect("in buffer"));
+    }
+    let items = (0..frames.len())
+        .map(|i| TxItem {
+            idx: i as u16,
+            edit: VlanEdit::Keep,
+        })
+        .collect();
+    TxSet {
+        _buf: buf,
+        pkts,
+        items,
+    }
+}
+
+/// Receives and releases everything pending on queue 0; returns the packet count.
+fn drain(p: &mut MemifPort, scratch: &mut [PktRef]) -> usize {
+    let mut total = 0;
+    loop {
+        let n = p.rx_burst(0, scratch);
+        if n == 0 {
+            return total;
+        }
+        total += n;
+        p.rx_release(0);
+    }
+}
+
+fn bench_memif(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memif");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(BURST as u64));
+    let mut scratch = vec![PktRef::default(); 64];
+    for size in [64usize, 1500] {
+        let set = tx_set(
+            &(0..BURST)
+                .map(|_| frame(mac(2), mac(1), None, size))
+                .collect::<Vec<_>>(),
+        );
+
+        let s = sock("ring");
+        let mut srv = MemifPort::new("srv", &memif_cfg(&s, MemifRole::Server)).expect("server");
+        let mut cli = MemifPort::new("cli", &memif_cfg(&s, MemifRole::Client)).expect("client");
+        bring_up(None, &mut [&mut srv, &mut cli]);
+        g.bench_function(BenchmarkId::new("c2s_burst", size), |b| {
+            b.iter(|| {
+                let sent = cli.tx_burst(0, &set.pkts, &set.items);
+                let got = drain(&mut srv, &mut scratch);
+                assert_eq!((sent, got), (BURST, BURST));
+            })
+        });
+        drop((srv, cli));
+
+        // Switch: server ports a and b on br0; peers pa and pb are clients.
+        let (sa, sb) = (sock("a"), sock("b"));
+        let mut sw = Switch::new();
+        sw.add_bridge(BridgeConfig::new("br0")).expect("bridge");
+        let on_br = || Attach::Bridge {
+            bridge: "br0".into(),
+            vlan: VlanMode::None,
+        };
+        let a = MemifPort::new("a", &memif_cfg(&sa, MemifRole::Server)).expect("a");
+        let bp = MemifPort::new("b", &memif_cfg(&sb, MemifRole::Server)).expect("b");
+        sw.add_port(Box::new(a), on_br()).expect("add a");
+        sw.add_port(Box::new(bp), on_br()).expect("add b");
+        let mut pa = MemifPort::new("pa", &memif_cfg(&sa, MemifRole::Client)).expect("pa");
+        let mut pb = MemifPort::new("pb", &memif_cfg(&sb, MemifRole::Client)).expect("pb");
+        bring_up(Some(&mut sw), &mut [&mut pa, &mut pb]);
+        // pb announces mac(2) so a→b is known unicast.
+        let hello = tx_set(&[frame(BROADCAST, mac(2), None, 64)]);
+        pb.tx_burst(0, &hello.pkts, &hello.items);
+        sw.poll();
+        drain(&mut pa, &mut scratch);
+        g.bench_function(BenchmarkId::new("bridge_memif_to_memif", size), |b| {
+            b.iter(|| {
+                let sent = pa.tx_burst(0, &set.pkts, &set.items);
+                let moved = sw.poll();
+                let got = drain(&mut pb, &mut scratch);
+                assert_eq!((sent, moved, got), (BURST, BURST, BURST));
+            })
+        });
+        drop((pa, pb, sw));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_fdb, bench_forward, bench_memif);
 criterion_main!(benches);

@@ -215,7 +215,7 @@ pub enum IfType {
 /// Names derived from the shared dir, container ID and ifname only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    /// uswitch port name, `c-<cid12>-<ifname>`.
+    /// uswitch port name, `c-<tag>-<ifname>` (see [`port_name`]).
     pub port: String,
     pub pod_dir: PathBuf,
     /// Default memif socket file name `memif-<cid12>-<ifname>.sock`.
@@ -233,7 +233,32 @@ pub fn cid12(container_id: &str) -> &str {
     &container_id[..container_id.len().min(12)]
 }
 
-/// uswitch port name for an attachment: `c-<cid12>-<ifname>`, characters outside
+/// FNV-1a (64 bit) of `parts` joined by `/`: a stable hash for derived names.
+pub fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        let sep: &[u8] = if i == 0 { b"" } else { b"/" };
+        for b in sep.iter().chain(p.as_bytes()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The container part of a port name: the ID itself when it has at most 12 characters, else its
+/// first 6 characters and 6 hex digits of a hash of the whole ID, so IDs that share a 12-char
+/// prefix (e.g. `cnitool-…`) still get distinct ports.
+pub fn port_tag(container_id: &str) -> String {
+    if container_id.len() <= 12 {
+        container_id.to_string()
+    } else {
+        let h = fnv1a(&[container_id]) & 0xff_ffff;
+        format!("{}{h:06x}", &container_id[..6])
+    }
+}
+
+/// uswitch port name for an attachment: `c-<tag>-<ifname>` ([`port_tag`]), characters outside
 /// `[A-Za-z0-9._-]` replaced by `_` (at most 2+12+1+15 = 30 bytes).
 pub fn port_name(container_id: &str, ifname: &str) -> String {
     let ifn: String = ifname
@@ -246,7 +271,7 @@ pub fn port_name(container_id: &str, ifname: &str) -> String {
             }
         })
         .collect();
-    format!("c-{}-{}", cid12(container_id), ifn)
+    format!("c-{}-{}", port_tag(container_id), ifn)
 }
 
 impl Names {
@@ -282,5 +307,24 @@ impl Names {
             vhost_socket_file,
             pod_dir,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names_are_valid_and_distinct() {
+        assert_eq!(port_name("abc", "e:th"), "c-abc-e_th");
+        assert_eq!(port_name("0123456789ab", "net1"), "c-0123456789ab-net1");
+        let a = port_name("cnitool-usw-a1", "net1");
+        let b = port_name("cnitool-usw-b2", "net1");
+        assert_ne!(a, b, "IDs sharing 12 chars get different ports");
+        assert!(a.starts_with("c-cnitoo"), "{a}");
+        assert_eq!(a, port_name("cnitool-usw-a1", "net1"), "stable");
+        let long = port_name(&"f".repeat(64), "0123456789abcde");
+        assert!(long.len() <= 32, "{long}");
+        uswitch::config::validate_name(&long).unwrap();
     }
 }

@@ -64,6 +64,8 @@ pub struct TestpmdBuilder {
     total_mbufs: u32,
     multi_flow: bool,
     extra: Vec<String>,
+    /// Server socket paths to clear of a dead predecessor's file before starting.
+    stale_sockets: Vec<String>,
 }
 
 impl TestpmdBuilder {
@@ -85,12 +87,16 @@ impl TestpmdBuilder {
             total_mbufs: 8192,
             multi_flow: false,
             extra: Vec::new(),
+            stale_sockets: Vec::new(),
         }
     }
 
     /// Adds a memif port. `role` is "client" or "server"; `socket` a filesystem path or `@name`;
     /// `extra` more devargs such as `"mac=02:00:00:00:00:01"`, `"bsize=2048"`, `"rsize=10"`.
     pub fn memif(mut self, role: &str, socket: &str, id: u32, extra: &[&str]) -> Self {
+        if role == "server" && !socket.starts_with('@') {
+            self.stale_sockets.push(socket.into());
+        }
         let (path, abs) = match socket.strip_prefix('@') {
             Some(name) => (name, "yes"),
             None => (socket, "no"),
@@ -235,6 +241,11 @@ impl TestpmdBuilder {
 
     /// Starts testpmd and waits for its first prompt (ports configured).
     pub fn start(&self) -> Result<Testpmd, String> {
+        // A killed DPDK memif server leaves its socket file, and DPDK will not bind over it
+        // ("Address already in use"): remove it when nobody listens there any more.
+        for p in &self.stale_sockets {
+            remove_stale_socket(std::path::Path::new(p));
+        }
         let prefix = format!(
             "{}-{}-{}-{}",
             crate::DPDK_PREFIX,
@@ -452,6 +463,29 @@ impl Drop for Testpmd {
     fn drop(&mut self) {
         self.proc.kill9();
         crate::remove_hugepage_files(&self.prefix);
+    }
+}
+
+/// Removes a Unix socket file nobody listens on (connect refused).
+fn remove_stale_socket(p: &std::path::Path) {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    if !p.exists() {
+        return;
+    }
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return;
+    };
+    let Ok(addr) = UnixAddr::new(p) else {
+        return;
+    };
+    if connect(fd.as_raw_fd(), &addr) == Err(nix::errno::Errno::ECONNREFUSED) {
+        let _ = std::fs::remove_file(p);
     }
 }
 

@@ -62,11 +62,15 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
                     return err(ErrorCode::NotFound, format!("bridge {b} not found"));
                 }
             }
-            let PortKind::Memif(m) = &port.kind;
-            let listener = if m.role == uswitch::config::MemifRole::Server {
-                match UnixListener::bind(&m.socket) {
+            let binds = match &port.kind {
+                PortKind::Memif(m) => m.role == uswitch::config::MemifRole::Server,
+                PortKind::VhostUser(v) => v.mode == uswitch::config::VhostUserMode::Server,
+            };
+            let socket = port.kind.socket();
+            let listener = if binds {
+                match UnixListener::bind(socket) {
                     Ok(l) => Some(l),
-                    Err(e) => return err(ErrorCode::Io, format!("bind {}: {e}", m.socket)),
+                    Err(e) => return err(ErrorCode::Io, format!("bind {socket}: {e}")),
                 }
             } else {
                 None
@@ -80,10 +84,9 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
             Response::ok(serde_json::to_value(entry).unwrap())
         }
         Request::PortDel { name } => match s.ports.remove(&name) {
-            Some((p, _)) => {
-                let PortKind::Memif(m) = &p.kind;
-                if m.role == uswitch::config::MemifRole::Server {
-                    let _ = std::fs::remove_file(&m.socket);
+            Some((p, listener)) => {
+                if listener.is_some() {
+                    let _ = std::fs::remove_file(p.kind.socket());
                 }
                 s.xconnects.retain(|(a, b)| *a != name && *b != name);
                 Response::ok(serde_json::Value::Null)

@@ -95,8 +95,12 @@ impl RawClient {
         socket::send(&sock, &init(id), None).unwrap();
         assert_eq!(expect_msg(server, &sock), Msg::Ack);
         let size = region.len() as u64;
-        socket::send(&sock, &Msg::AddRegion(AddRegion { index: 0, size }), Some(region.fd()))
-            .unwrap();
+        socket::send(
+            &sock,
+            &Msg::AddRegion(AddRegion { index: 0, size }),
+            Some(region.fd()),
+        )
+        .unwrap();
         assert_eq!(expect_msg(server, &sock), Msg::Ack);
         for (dir, off, fd) in [(RingDir::C2S, 0, &irq_c2s), (RingDir::S2C, rb, &irq_s2c)] {
             let m = Msg::AddRing(AddRing {
@@ -110,10 +114,25 @@ impl RawClient {
             socket::send(&sock, &m, Some(fd.as_fd())).unwrap();
             assert_eq!(expect_msg(server, &sock), Msg::Ack);
         }
-        socket::send(&sock, &Msg::Connect { if_name: Name::new("raw0") }, None).unwrap();
+        socket::send(
+            &sock,
+            &Msg::Connect {
+                if_name: Name::new("raw0"),
+            },
+            None,
+        )
+        .unwrap();
         assert!(matches!(expect_msg(server, &sock), Msg::Connected { .. }));
         assert!(server.link_up());
-        RawClient { sock, region, c2s, s2c, _irq_c2s: irq_c2s, irq_s2c, bufs }
+        RawClient {
+            sock,
+            region,
+            c2s,
+            s2c,
+            _irq_c2s: irq_c2s,
+            irq_s2c,
+            bufs,
+        }
     }
 
     fn buf_off(&self, ring: u32, slot: u32) -> u32 {
@@ -156,7 +175,15 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    socket::send(&s, &Msg::AddRegion(AddRegion { index: 0, size: 4096 }), None).unwrap();
+    socket::send(
+        &s,
+        &Msg::AddRegion(AddRegion {
+            index: 0,
+            size: 4096,
+        }),
+        None,
+    )
+    .unwrap();
     expect_disconnect(&mut server, &s, "Missing region fd");
 
     // 4. ADD_REGION larger than the file behind the fd.
@@ -164,7 +191,10 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let big = Msg::AddRegion(AddRegion { index: 0, size: 1 << 30 });
+    let big = Msg::AddRegion(AddRegion {
+        index: 0,
+        size: 1 << 30,
+    });
     socket::send(&s, &big, Some(region.fd())).unwrap();
     expect_disconnect(&mut server, &s, "Cannot map region");
 
@@ -172,7 +202,10 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let add = Msg::AddRegion(AddRegion { index: 0, size: region.len() as u64 });
+    let add = Msg::AddRegion(AddRegion {
+        index: 0,
+        size: region.len() as u64,
+    });
     socket::send(&s, &add, Some(region.fd())).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
     let efd: OwnedFd = EventFd::new().unwrap().into();
@@ -191,7 +224,14 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    socket::send(&s, &Msg::Connect { if_name: Name::new("x") }, None).unwrap();
+    socket::send(
+        &s,
+        &Msg::Connect {
+            if_name: Name::new("x"),
+        },
+        None,
+    )
+    .unwrap();
     expect_disconnect(&mut server, &s, "Missing rings");
     let s = connect_raw(&mut server, &name);
     server.poll_control(Instant::now() + Duration::from_secs(4));
@@ -230,28 +270,49 @@ fn bad_descriptors_are_dropped_and_counted() {
         metadata: 0,
     };
     let descs = [
-        Desc { region: 5, ..good(0, 60, 0) }, // no such region
-        Desc { offset: r.len() as u32 - 10, ..good(1, 60, 0) }, // past the end
-        Desc { offset: u32::MAX - 4, ..good(2, 60, 0) }, // offset overflow
-        good(3, 0, 0),                        // empty frame
-        good(4, 60, DESC_FLAG_NEXT),          // chain with a bad link
-        Desc { region: 9, ..good(5, 60, 0) },
+        Desc {
+            region: 5,
+            ..good(0, 60, 0)
+        }, // no such region
+        Desc {
+            offset: r.len() as u32 - 10,
+            ..good(1, 60, 0)
+        }, // past the end
+        Desc {
+            offset: u32::MAX - 4,
+            ..good(2, 60, 0)
+        }, // offset overflow
+        good(3, 0, 0),               // empty frame
+        good(4, 60, DESC_FLAG_NEXT), // chain with a bad link
+        Desc {
+            region: 9,
+            ..good(5, 60, 0)
+        },
         good(6, 70, 0), // fine
     ];
     for (i, d) in descs.iter().enumerate() {
         raw.c2s.write_desc(r, i as u16, d);
     }
-    r.seg_mut(raw.buf_off(0, 6) as usize, 70).unwrap().write(0, &payload(70, 3));
+    r.seg_mut(raw.buf_off(0, 6) as usize, 70)
+        .unwrap()
+        .write(0, &payload(70, 3));
     raw.c2s.store_head(r, descs.len() as u16);
     assert_eq!(recv(&mut server, 0), vec![payload(70, 3)]);
     assert_eq!(server.stats().queues[0].drop_bad_desc, 5);
-    assert_eq!(raw.c2s.load_tail(r), descs.len() as u16, "bad slots are released too");
+    assert_eq!(
+        raw.c2s.load_tail(r),
+        descs.len() as u16,
+        "bad slots are released too"
+    );
     assert!(server.link_up());
 
     // Server → client with an interrupt-mode client (no MASK_INT on the S2C ring): the client
     // gives 2 buffers; the server fills them and signals the eventfd once per burst.
     for s in 0..2u16 {
-        let d = Desc { offset: raw.buf_off(1, u32::from(s)), ..good(0, BSIZE, 0) };
+        let d = Desc {
+            offset: raw.buf_off(1, u32::from(s)),
+            ..good(0, BSIZE, 0)
+        };
         raw.s2c.write_desc(r, s, &d);
     }
     raw.s2c.store_head(r, 2);
@@ -269,11 +330,20 @@ fn bad_descriptors_are_dropped_and_counted() {
     assert_eq!(raw.s2c.load_tail(r), 2);
     assert_eq!(raw.s2c.read_desc(r, 0).length, 60);
     let mut got = [0u8; 60];
-    r.seg(raw.buf_off(1, 1) as usize, 60).unwrap().read(0, &mut got);
+    r.seg(raw.buf_off(1, 1) as usize, 60)
+        .unwrap()
+        .read(0, &mut got);
     assert_eq!(got.to_vec(), payload(60, 3));
 
     // The client lies about a buffer: offset outside the region. Protocol violation.
-    raw.s2c.write_desc(r, 2, &Desc { offset: r.len() as u32, ..good(0, BSIZE, 0) });
+    raw.s2c.write_desc(
+        r,
+        2,
+        &Desc {
+            offset: r.len() as u32,
+            ..good(0, BSIZE, 0)
+        },
+    );
     raw.s2c.store_head(r, 3);
     assert_eq!(send(&mut server, 0, &frames[..1]), 0);
     server.poll_control(Instant::now());
@@ -290,7 +360,10 @@ fn bad_descriptors_are_dropped_and_counted() {
     server.poll_control(Instant::now());
     assert!(!server.link_up());
     assert_eq!(server.stats().control_errors, 2);
-    assert!(matches!(socket::recv(&raw.sock), Some(Incoming::Msg(Msg::Disconnect(_), _))));
+    assert!(matches!(
+        socket::recv(&raw.sock),
+        Some(Incoming::Msg(Msg::Disconnect(_), _))
+    ));
 }
 
 /// Runs in a child process (alone, so no other test's fds or mappings disturb the counts).
@@ -301,19 +374,30 @@ fn no_fd_or_mapping_leaks_over_20_reconnects() {
     }
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args(["--exact", "memif::hostile_tests::leak_child", "--test-threads=1", "--nocapture"])
+        .args([
+            "--exact",
+            "memif::hostile_tests::leak_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env("USWITCH_LEAK_CHILD", "1")
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("leak_child ... ok") && text.contains("1 passed"), "{text}");
+    assert!(
+        text.contains("leak_child ... ok") && text.contains("1 passed"),
+        "{text}"
+    );
 }
 
 fn counts() -> (usize, usize) {
     let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count();
     (fds, maps)
 }
 
@@ -352,4 +436,65 @@ fn leak_child() {
     assert_eq!(server.stats().connects, 21);
     drop(server);
     assert!(!path.exists());
+}
+
+/// Client role against a raw server: a bad HELLO is refused (counted, DISCONNECT sent), the
+/// client backs off and retries, and a good server afterwards gets a working link.
+#[test]
+fn client_refuses_bad_hello_and_retries() {
+    let name = sock_name("cli");
+    let path = SockPath::parse(&name);
+    let listener = socket::listen(&path).unwrap();
+    let mut client = MemifPort::new("cli", &cfg(&name, MemifRole::Client, 1)).unwrap();
+    let accept = |client: &mut MemifPort| -> OwnedFd {
+        let t0 = Instant::now();
+        loop {
+            client.poll_control(Instant::now());
+            if let Some(s) = socket::accept(&listener).unwrap() {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "client never connected"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let hello = |min: u16, max: u16| {
+        Msg::Hello(crate::memif::wire::Hello {
+            name: Name::new("rawsrv"),
+            min_version: min,
+            max_version: max,
+            max_region: 0,
+            max_s2c_ring: 0,
+            max_c2s_ring: 0,
+            max_log2_ring_size: 10,
+        })
+    };
+    // Version 3.0 only.
+    let s = accept(&mut client);
+    socket::send(&s, &hello(0x300, 0x300), None).unwrap();
+    expect_disconnect(&mut client, &s, "Incompatible memif version");
+    assert_eq!(client.stats().control_errors, 1);
+    // Garbage instead of HELLO.
+    let s = accept(&mut client);
+    socket::send(&s, &Msg::Ack, None).unwrap();
+    expect_disconnect(&mut client, &s, "Unexpected message ACK");
+    assert_eq!(client.stats().control_errors, 2);
+    // A server that accepts and then vanishes mid-handshake.
+    let s = accept(&mut client);
+    socket::send(&s, &hello(VERSION, VERSION), None).unwrap();
+    assert!(matches!(expect_msg(&mut client, &s), Msg::Init(_)));
+    drop(s);
+    drop(listener);
+    let t0 = Instant::now();
+    while client.info().details["state"] != "waiting" {
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        client.poll_control(Instant::now());
+    }
+    assert!(!client.link_up());
+    // Now a real server on the same name.
+    let mut server = MemifPort::new("srv", &cfg(&name, MemifRole::Server, 1)).unwrap();
+    bring_up(&mut server, &mut client);
+    assert_eq!(client.info().peer_name.as_deref(), Some("uswitch"));
 }
