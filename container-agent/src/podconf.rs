@@ -260,12 +260,18 @@ pub fn discover(shared: &Path, cid: Option<&str>, ifname: Option<&str>) -> Resul
             cid12(cid)
         )));
     }
+    let c12 = cid.map(cid12);
+    let pattern = format!(
+        "configData-{}-{}.json",
+        c12.unwrap_or("*"),
+        ifname.unwrap_or("*")
+    );
     let mut found = Vec::new();
     let dirs = std::fs::read_dir(shared)
         .map_err(|e| AgentError::io(format!("reading {}", shared.display()), e))?;
     for d in dirs.flatten() {
         let dname = d.file_name().to_string_lossy().into_owned();
-        if cid.is_some_and(|c| dname != c && dname != cid12(c)) {
+        if cid.is_some_and(|c| dname != c && Some(dname.as_str()) != c12) {
             continue;
         }
         let Ok(files) = std::fs::read_dir(d.path()) else {
@@ -279,7 +285,9 @@ pub fn discover(shared: &Path, cid: Option<&str>, ifname: Option<&str>) -> Resul
             else {
                 continue;
             };
-            if ifname.is_none_or(|i| rest.ends_with(&format!("-{i}"))) {
+            let cid_ok = c12.is_none_or(|c| rest.starts_with(&format!("{c}-")));
+            let if_ok = ifname.is_none_or(|i| rest.ends_with(&format!("-{i}")));
+            if cid_ok && if_ok {
                 found.push(f.path());
             }
         }
@@ -287,12 +295,11 @@ pub fn discover(shared: &Path, cid: Option<&str>, ifname: Option<&str>) -> Resul
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(AgentError::MissingConfig(format!(
-            "no configData-*{}.json under {}/*/ (has uswitch-cni ADD run? give --config FILE)",
-            ifname.map(|i| format!("-{i}")).unwrap_or_default(),
+            "no {pattern} under {}/*/ (has uswitch-cni ADD run? give --config FILE)",
             shared.display()
         ))),
         n => Err(AgentError::MissingConfig(format!(
-            "{n} pod config files under {} match; choose one with --container-id / --ifname or --config",
+            "{n} pod config files {pattern} under {} match; choose one with --container-id / --ifname or --config",
             shared.display()
         ))),
     }
