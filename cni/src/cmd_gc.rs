@@ -22,7 +22,6 @@ use crate::switch::Switch;
 use crate::types::Version;
 use std::collections::HashSet;
 use std::path::Path;
-use uswitch::config::PortKind;
 
 /// What a GC run removed (logged; returned for tests).
 #[derive(Debug, Default, PartialEq, Eq)]
