@@ -199,7 +199,9 @@ pub enum ConfigError {
 pub fn validate_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 32
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -227,7 +229,11 @@ impl VlanMode {
 
 impl BridgeConfig {
     pub fn new(name: &str) -> Self {
-        BridgeConfig { name: name.to_string(), aging_secs: default_aging(), fdb_max: default_fdb_max() }
+        BridgeConfig {
+            name: name.to_string(),
+            aging_secs: default_aging(),
+            fdb_max: default_fdb_max(),
+        }
     }
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
@@ -256,14 +262,20 @@ impl PortConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
         self.vlan.validate()?;
-        let bad = |msg: String| ConfigError::BadPort { port: self.name.clone(), msg };
+        let bad = |msg: String| ConfigError::BadPort {
+            port: self.name.clone(),
+            msg,
+        };
         match &self.kind {
             PortKind::Memif(m) => {
                 if m.socket.is_empty() || m.socket == "@" {
                     return Err(bad("socket path is empty".into()));
                 }
                 if !m.is_abstract() && !m.socket.starts_with('/') {
-                    return Err(bad(format!("socket path {:?} must be absolute or @abstract", m.socket)));
+                    return Err(bad(format!(
+                        "socket path {:?} must be absolute or @abstract",
+                        m.socket
+                    )));
                 }
                 if m.socket.len() > MAX_SUN_PATH {
                     return Err(bad(format!(
@@ -276,7 +288,10 @@ impl PortConfig {
                     return Err(bad("socket path contains a NUL byte".into()));
                 }
                 if m.queues == 0 || m.queues > MAX_QUEUES {
-                    return Err(bad(format!("queues must be 1..={MAX_QUEUES}, got {}", m.queues)));
+                    return Err(bad(format!(
+                        "queues must be 1..={MAX_QUEUES}, got {}",
+                        m.queues
+                    )));
                 }
                 if !(MIN_LOG2_RING..=MAX_LOG2_RING).contains(&m.ring_size) {
                     return Err(bad(format!(
@@ -346,8 +361,13 @@ mod tests {
             r#"{"name":"p0","type":"memif","socket":"/run/a.sock","role":"server","bridge":"br0","vlan":{"access":10}}"#,
         )
         .unwrap();
-        let PortKind::Memif(m) = &p.kind else { panic!("not memif") };
-        assert_eq!((m.queues, m.ring_size, m.buffer_size, m.id), (1, 10, 2048, 0));
+        let PortKind::Memif(m) = &p.kind else {
+            panic!("not memif")
+        };
+        assert_eq!(
+            (m.queues, m.ring_size, m.buffer_size, m.id),
+            (1, 10, 2048, 0)
+        );
         assert_eq!(p.vlan, VlanMode::Access(10));
         p.validate().unwrap();
         let back: PortConfig = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
@@ -374,7 +394,9 @@ mod tests {
         p.vlan = VlanMode::Access(4095);
         assert_eq!(p.validate(), Err(ConfigError::BadVlan(4095)));
         p.vlan = VlanMode::None;
-        let PortKind::Memif(m) = &mut p.kind else { panic!("not memif") };
+        let PortKind::Memif(m) = &mut p.kind else {
+            panic!("not memif")
+        };
         m.socket = format!("/{}", "x".repeat(120));
         assert!(p.validate().unwrap_err().to_string().contains("sun_path"));
         assert!(validate_name("a b").is_err());

@@ -18,8 +18,9 @@
 //! - `--no-flush-rx`: otherwise each `start` first drains and discards the rx queues (a
 //!   pcap port's frames would be gone, and received packets between rounds too).
 //! - Every instance gets a unique `--file-prefix` starting with [`crate::DPDK_PREFIX`],
-//!   `--in-memory` (no hugepage files, no multi-process socket), and `--no-huge` when no
-//!   hugepages are free. Hugepage files of its prefix are removed on drop anyway.
+//!   `-m 64`, and `--in-memory` (no hugepage files, no multi-process socket) when enough
+//!   hugepages are free, else `--no-huge --no-shconf` (the two memory options exclude each
+//!   other). Hugepage files of its prefix are removed on drop anyway.
 use crate::process::ProcGuard;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,6 +29,9 @@ use std::time::{Duration, Instant};
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 const PROMPT: &str = "testpmd> ";
+
+/// Memory per testpmd (`-m`), MiB: the 8192-mbuf pool (~18 MiB) plus rings fit easily.
+const MEM_MB: u64 = 64;
 
 /// Counters of one testpmd port (`show port stats N`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,6 +67,8 @@ pub struct TestpmdBuilder {
     total_mbufs: u32,
     multi_flow: bool,
     extra: Vec<String>,
+    /// Server socket paths to clear of a dead predecessor's file before starting.
+    stale_sockets: Vec<String>,
 }
 
 impl TestpmdBuilder {
@@ -86,12 +92,16 @@ impl TestpmdBuilder {
             total_mbufs: 8192,
             multi_flow: false,
             extra: Vec::new(),
+            stale_sockets: Vec::new(),
         }
     }
 
     /// Adds a memif port. `role` is "client" or "server"; `socket` a filesystem path or `@name`;
     /// `extra` more devargs such as `"mac=02:00:00:00:00:01"`, `"bsize=2048"`, `"rsize=10"`.
     pub fn memif(mut self, role: &str, socket: &str, id: u32, extra: &[&str]) -> Self {
+        if role == "server" && !socket.starts_with('@') {
+            self.stale_sockets.push(socket.into());
+        }
         let (path, abs) = match socket.strip_prefix('@') {
             Some(name) => (name, "yes"),
             None => (socket, "no"),
@@ -205,16 +215,21 @@ impl TestpmdBuilder {
             "--lcores".into(),
             self.lcores.clone(),
             "--no-pci".into(),
-            "--in-memory".into(),
             "--file-prefix".into(),
             prefix.into(),
             "-m".into(),
-            "256".into(),
+            MEM_MB.to_string(),
             "--log-level".into(),
             "pmd.net.memif:info".into(),
         ];
-        if !crate::hugetlbfs_mounted() || crate::free_hugepages() < 160 {
+        let no_huge = std::env::var_os("USWITCH_E2E_NO_HUGE").is_some_and(|v| v == "1");
+        if !no_huge && crate::hugetlbfs_mounted() && crate::free_hugepages() >= MEM_MB / 2 + 16 {
+            a.push("--in-memory".into());
+        } else {
+            // --no-huge implies legacy memory, which --in-memory refuses; --no-shconf keeps
+            // /var/run/dpdk clean instead.
             a.push("--no-huge".into());
+            a.push("--no-shconf".into());
         }
         for v in &self.vdevs {
             a.push("--vdev".into());
@@ -253,6 +268,11 @@ impl TestpmdBuilder {
 
     /// Starts testpmd and waits for its first prompt (ports configured).
     pub fn start(&self) -> Result<Testpmd, String> {
+        // A killed DPDK memif server leaves its socket file, and DPDK will not bind over it
+        // ("Address already in use"): remove it when nobody listens there any more.
+        for p in &self.stale_sockets {
+            remove_stale_socket(std::path::Path::new(p));
+        }
         let prefix = format!(
             "{}-{}-{}-{}",
             crate::DPDK_PREFIX,
@@ -347,6 +367,22 @@ impl Testpmd {
         self.cmd("stop")?;
         self.cmd(&format!("port stop {port}"))?;
         self.cmd(&format!("port start {port}"))?;
+        Ok(())
+    }
+
+    /// Polls port `port` alone for a moment in rxonly mode, then restores `mode` and the port
+    /// list `all` (e.g. "0,1"), leaving forwarding stopped. A DPDK memif client posts its
+    /// receive buffers (refills the S2C ring) only inside rx_burst, so until it has polled once
+    /// the switch sees a full ring and drops. This primes the ring without reading a pcap
+    /// port's frames.
+    pub fn prime_rx(&mut self, port: u16, all: &str, mode: &str) -> Result<(), String> {
+        self.cmd("set fwd rxonly")?;
+        self.cmd(&format!("set portlist {port}"))?;
+        self.cmd("start")?;
+        std::thread::sleep(Duration::from_millis(100));
+        self.cmd("stop")?;
+        self.cmd(&format!("set portlist {all}"))?;
+        self.cmd(&format!("set fwd {mode}"))?;
         Ok(())
     }
 
@@ -454,6 +490,29 @@ impl Drop for Testpmd {
     fn drop(&mut self) {
         self.proc.kill9();
         crate::remove_hugepage_files(&self.prefix);
+    }
+}
+
+/// Removes a Unix socket file nobody listens on (connect refused).
+fn remove_stale_socket(p: &std::path::Path) {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    if !p.exists() {
+        return;
+    }
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return;
+    };
+    let Ok(addr) = UnixAddr::new(p) else {
+        return;
+    };
+    if connect(fd.as_raw_fd(), &addr) == Err(nix::errno::Errno::ECONNREFUSED) {
+        let _ = std::fs::remove_file(p);
     }
 }
 

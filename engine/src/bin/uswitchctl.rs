@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Seconds to wait for the daemon's answer.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
     #[command(subcommand)]
     cmd: Cmd,
@@ -266,7 +266,10 @@ where
 {
     use clap::CommandFactory;
     let cli = Cli::try_parse_from(args)?;
-    if let Cmd::Port { cmd: PortCmd::Add(a) } = &cli.cmd {
+    if let Cmd::Port {
+        cmd: PortCmd::Add(a),
+    } = &cli.cmd
+    {
         if let Err(msg) = check_port_add(a) {
             return Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg));
         }
@@ -291,7 +294,9 @@ fn port_config(a: PortAddArgs) -> PortConfig {
             secret: a.secret,
             queues: a.queues,
             ring_size: a.ring_size.unwrap_or(uswitch::config::default_ring_size()),
-            buffer_size: a.buffer_size.unwrap_or(uswitch::config::default_buffer_size()),
+            buffer_size: a
+                .buffer_size
+                .unwrap_or(uswitch::config::default_buffer_size()),
             mode: match a.mode {
                 Some(ModeArg::Ip) => MemifMode::Ip,
                 Some(ModeArg::Punt) => MemifMode::Punt,
@@ -451,18 +456,26 @@ mod tests {
 
     #[test]
     fn port_add_vhost_user() {
-        let Request::PortAdd { port } =
-            req("port add v0 vhost-user --socket /run/v.sock --mode client --queues 2 --bridge br0")
+        let Request::PortAdd { port } = req(
+            "port add v0 vhost-user --socket /run/v.sock --mode client --queues 2 --bridge br0",
+        ) else {
+            panic!()
+        };
+        let PortKind::VhostUser(v) = &port.kind else {
+            panic!("not vhost-user")
+        };
+        assert_eq!(
+            (v.socket.as_str(), v.mode, v.queues),
+            ("/run/v.sock", VhostUserMode::Client, 2)
+        );
+        assert_eq!(port.bridge.as_deref(), Some("br0"));
+        let Request::PortAdd { port } = req("port add v1 vhost-user --socket /v --mode server")
         else {
             panic!()
         };
-        let PortKind::VhostUser(v) = &port.kind else { panic!("not vhost-user") };
-        assert_eq!((v.socket.as_str(), v.mode, v.queues), ("/run/v.sock", VhostUserMode::Client, 2));
-        assert_eq!(port.bridge.as_deref(), Some("br0"));
-        let Request::PortAdd { port } = req("port add v1 vhost-user --socket /v --mode server") else {
-            panic!()
+        let PortKind::VhostUser(v) = &port.kind else {
+            panic!("not vhost-user")
         };
-        let PortKind::VhostUser(v) = &port.kind else { panic!("not vhost-user") };
         assert_eq!((v.mode, v.queues), (VhostUserMode::Server, 1));
         // Wrong or missing per-type options are usage errors (exit code 2).
         for bad in [

@@ -14,6 +14,10 @@ pub mod socket;
 pub mod wire;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+mod interop_tests;
+#[cfg(test)]
 mod tests;
 
 pub use port::MemifPort;

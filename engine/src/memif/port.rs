@@ -219,13 +219,14 @@ impl MemifPort {
         };
         if s.phase != Phase::Up && now.saturating_duration_since(s.since) > HANDSHAKE_TIMEOUT {
             self.end(Fail::protocol("Handshake timeout"), now);
-        } else if s.phase == Phase::Up
-            && (s.rx.iter().any(|q| q.violation) || s.tx.iter().any(|q| q.violation))
-        {
-            self.end(
-                Fail::protocol("Protocol violation: ring index or descriptor out of range"),
-                now,
-            );
+        } else if s.phase == Phase::Up {
+            let why =
+                s.rx.iter()
+                    .find_map(|q| q.violation)
+                    .or(s.tx.iter().find_map(|q| q.violation));
+            if let Some(why) = why {
+                self.end(Fail::protocol(format!("Protocol violation: {why}")), now);
+            }
         }
     }
 }

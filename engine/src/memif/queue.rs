@@ -64,7 +64,8 @@ pub struct RxQueue {
     max_len: u32,
     /// Keeps the ring's interrupt eventfd open while connected.
     _irq: Option<OwnedFd>,
-    pub violation: bool,
+    /// Set when the peer broke the ring protocol (reason); the port disconnects.
+    pub violation: Option<&'static str>,
 }
 
 /// A transmit queue.
@@ -74,7 +75,8 @@ pub struct TxQueue {
     /// Our producer counter (head for C2S, tail for S2C).
     counter: u16,
     irq: Option<OwnedFd>,
-    pub violation: bool,
+    /// Set when the peer broke the ring protocol (reason); the port disconnects.
+    pub violation: Option<&'static str>,
 }
 
 impl RxQueue {
@@ -88,7 +90,7 @@ impl RxQueue {
             refill: 0,
             max_len: MAX_PEER_BUFFER,
             _irq: irq,
-            violation: false,
+            violation: None,
         }
     }
 
@@ -103,7 +105,7 @@ impl RxQueue {
             refill: 0,
             max_len: bufs.size,
             _irq: irq,
-            violation: false,
+            violation: None,
         }
     }
 
@@ -135,7 +137,7 @@ impl RxQueue {
         out: &mut [PktRef],
         st: &mut QueueStats,
     ) -> usize {
-        if self.violation {
+        if self.violation.is_some() {
             return 0;
         }
         let Some(r) = regions.get(usize::from(self.ring.region)) else {
@@ -148,21 +150,21 @@ impl RxQueue {
             self.ring.load_head(r)
         };
         let Some(published) = self.ring.distance(self.released, limit) else {
-            self.violation = true;
+            self.violation = Some("peer ring counter further than the ring size from ours");
             return 0;
         };
         if self.own.is_some() {
             // The server may not fill more slots than we gave it.
             let given = self.refill.wrapping_sub(self.released);
             if published > given {
-                self.violation = true;
+                self.violation = Some("server filled more S2C slots than the client gave it");
                 return 0;
             }
         }
         let mut avail = limit.wrapping_sub(self.cursor);
         if avail > published {
             // Our cursor is ahead of the peer's counter: it moved backwards.
-            self.violation = true;
+            self.violation = Some("peer ring counter moved backwards");
             return 0;
         }
         let mut n = 0usize;
@@ -243,7 +245,7 @@ impl TxQueue {
             own: None,
             counter: start,
             irq,
-            violation: false,
+            violation: None,
         }
     }
 
@@ -254,7 +256,7 @@ impl TxQueue {
             own: Some(bufs),
             counter: 0,
             irq,
-            violation: false,
+            violation: None,
         }
     }
 
@@ -266,7 +268,7 @@ impl TxQueue {
         items: &[TxItem],
         st: &mut QueueStats,
     ) -> usize {
-        if self.violation {
+        if self.violation.is_some() {
             st.count_drop(Drop::RingFull, items.len() as u64);
             return 0;
         }
@@ -287,7 +289,7 @@ impl TxQueue {
             }
         };
         let Some(mut room) = room else {
-            self.violation = true;
+            self.violation = Some("peer ring counter further than the ring size from ours");
             st.count_drop(Drop::RingFull, items.len() as u64);
             return 0;
         };
@@ -317,7 +319,7 @@ impl TxQueue {
                 }
                 Err(why) => {
                     st.count_drop(why, 1);
-                    if self.violation {
+                    if self.violation.is_some() {
                         st.count_drop(Drop::RingFull, (items.len() - i - 1) as u64);
                         break;
                     }
@@ -384,7 +386,7 @@ impl TxQueue {
             }
             let d = self.ring.read_desc(r, self.counter.wrapping_add(n as u16));
             if check_desc_mut(&d, regions, MAX_PEER_BUFFER).is_none() {
-                self.violation = true;
+                self.violation = Some("descriptor from the client outside its regions");
                 return Err(Drop::BadDesc);
             }
             cap += u64::from(d.length);
