@@ -13,6 +13,7 @@ mod error;
 mod ipam;
 mod lock;
 mod netconf;
+mod plan;
 mod state;
 mod status;
 mod switch;

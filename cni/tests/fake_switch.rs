@@ -4,7 +4,7 @@ mod common;
 use common::{Env, FakeSwitch};
 use serde_json::json;
 use std::os::unix::fs::MetadataExt;
-use uswitch::config::{PortKind, VlanMode};
+use uswitch::config::VlanMode;
 
 fn has_host_local() -> bool {
     std::path::Path::new("/usr/lib/cni/host-local").exists()
@@ -62,13 +62,22 @@ fn add_check_del_every_version() {
         assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
 
         // uswitchd has the port, on br0, access VLAN 100, server role on our socket.
-        let pname = format!("c-{}-net1", &cid[..12]);
+        // The port name is in our record (long IDs get a hashed tag, see netconf::port_tag).
+        let rec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(e.shared.join(&cid).join(".uswitch-net1.json")).unwrap(),
+        )
+        .unwrap();
+        let pname = rec["port"].as_str().unwrap().to_string();
+        assert!(pname.starts_with(&format!("c-{}", &cid[..6])), "{pname}");
         let p = sw.port(&pname).expect("port created");
         assert_eq!(p.bridge.as_deref(), Some("br0"));
         assert_eq!(p.vlan, VlanMode::Access(100));
-        let PortKind::Memif(m) = &p.kind;
-        assert_eq!(m.socket, sock);
-        assert_eq!(m.role, uswitch::config::MemifRole::Server);
+        let kind = serde_json::to_value(&p.kind).unwrap();
+        assert_eq!(
+            (kind["type"].as_str(), kind["socket"].as_str()),
+            (Some("memif"), Some(sock.as_str()))
+        );
+        assert_eq!(kind["role"], "server");
 
         // Files: pod dir 0700, socket, config data, state record.
         let pod = e.shared.join(&cid);
@@ -488,4 +497,104 @@ fn fifty_parallel_add_del_pairs() {
         .filter(|r| r.contains("port_add"))
         .count();
     assert_eq!(adds, 50);
+}
+
+/// Owner of the pod directory and socket, short pod dir names, xconnect instead of a bridge.
+#[test]
+fn owner_pod_dir_name_and_xconnect() {
+    need_plugins!();
+    let e = Env::new();
+    let sw = FakeSwitch::start(&e.control);
+    let mut c = e.conf("1.1.0");
+    c["uswitch"]["uid"] = json!(1234);
+    c["uswitch"]["gid"] = json!(2345);
+    c["uswitch"]["podDirName"] = json!("cid12");
+    let cid = "owner0123456789";
+    let r = e.run("ADD", cid, "net1", &c);
+    assert!(r.ok, "{r:?}");
+    let pod = e.shared.join(&cid[..12]);
+    let md = std::fs::metadata(&pod).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (1234, 2345, 0o700));
+    let sock = r.json()["interfaces"][0]["socketPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sock.starts_with(&pod.to_string_lossy().into_owned()),
+        "{sock}"
+    );
+    let sm = std::fs::metadata(&sock).unwrap();
+    assert_eq!((sm.uid(), sm.gid()), (1234, 2345));
+    assert!(e.run("DEL", cid, "net1", &c).ok);
+    assert!(!pod.exists());
+
+    // netType interface + xconnect to an existing port: no bridge, no VLAN, xconnect made.
+    let peer = json!({"name":"uplink","type":"memif","socket":e.dir.path().join("up.sock"),"role":"server"});
+    uswitch::control::client::call(
+        &e.control,
+        &uswitch::control::api::Request::PortAdd {
+            port: serde_json::from_value(peer).unwrap(),
+        },
+        std::time::Duration::from_secs(2),
+    )
+    .unwrap();
+    let mut x = e.conf("1.0.0");
+    x["host"]["netType"] = json!("interface");
+    x["host"]["bridge"] = json!({});
+    x["uswitch"]["xconnect"] = json!("uplink");
+    let r = e.run("ADD", "xc1", "net1", &x);
+    assert!(r.ok, "{r:?}");
+    let p = sw.port("c-xc1-net1").unwrap();
+    assert_eq!((p.bridge, p.vlan), (None, VlanMode::None));
+    assert_eq!(
+        sw.state.lock().unwrap().xconnects,
+        vec![("c-xc1-net1".to_string(), "uplink".to_string())]
+    );
+    assert!(e.run("DEL", "xc1", "net1", &x).ok);
+    assert!(sw.state.lock().unwrap().xconnects.is_empty());
+    assert_eq!(sw.port_names(), vec!["uplink".to_string()]);
+}
+
+/// iftype vhostuser (Intel's ovs-dpdk style NetConf): a vhost-user port, device-info, CHECK, DEL.
+#[test]
+fn vhostuser_attachment() {
+    need_plugins!();
+    let e = Env::new();
+    let sw = FakeSwitch::start(&e.control);
+    let di = e.dir.path().join("vh-devinfo.json");
+    let mut c = e.conf("1.1.0");
+    c["host"] = json!({"engine": "ovs-dpdk", "iftype": "vhostuser", "netType": "bridge",
+        "vhost": {"mode": "server"}, "bridge": {"bridgeName": "br0", "vlanId": 7}});
+    c["container"] = json!({"engine": "ovs-dpdk", "iftype": "vhostuser", "netType": "interface",
+        "vhost": {"mode": "client"}});
+    c["runtimeConfig"] = json!({"CNIDeviceInfoFile": di});
+    // Same mode on both sides is a config error whatever the engine.
+    let mut same = c.clone();
+    same["container"]["vhost"]["mode"] = json!("server");
+    assert_eq!(e.run("ADD", "vh0", "net1", &same).code(), 7);
+
+    let r = e.run("ADD", "vh1", "net1", &c);
+    assert!(r.ok, "{r:?}");
+    let j = r.json();
+    let sock = j["interfaces"][0]["socketPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(sock.ends_with("/vh1/vh1-net1"), "{sock}");
+    let p = sw.port("c-vh1-net1").unwrap();
+    let kind = serde_json::to_value(&p.kind).unwrap();
+    assert_eq!(
+        (kind["type"].as_str(), kind["mode"].as_str()),
+        (Some("vhost-user"), Some("server"))
+    );
+    assert_eq!(p.vlan, VlanMode::Access(7));
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&di).unwrap()).unwrap();
+    assert_eq!(d["type"], "vhost-user");
+    assert_eq!(d["vhost-user"]["mode"], "client");
+    assert_eq!(d["vhost-user"]["path"], sock.as_str());
+    let mut chk = c.clone();
+    chk["prevResult"] = j;
+    assert!(e.run("CHECK", "vh1", "net1", &chk).ok);
+    assert!(e.run("DEL", "vh1", "net1", &chk).ok);
+    assert!(e.pod_dirs().is_empty() && sw.port_names().is_empty() && e.leased_ips().is_empty());
 }

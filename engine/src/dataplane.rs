@@ -14,6 +14,8 @@
 //!   control ticks and idle waits) to `idle_cycles`.
 //! - Dropping the handle (or [`Dataplane::stop`]) stops the worker and joins it; the ports are
 //!   dropped inside the worker. If the worker is gone every call returns [`DpError::Stopped`].
+//! - A panicking control job is caught and logged (its caller gets `Stopped`); a panic in the
+//!   forwarding loop ends the worker (its ports are dropped, later calls get `Stopped`).
 use crate::bridge::Switch;
 use crate::config::{BridgeConfig, VlanMode};
 use crate::control::api::{BridgeEntry, FdbEntry, WorkerStats, XconnectEntry};
@@ -121,6 +123,16 @@ fn tsc_per_ms() -> u64 {
     ((u128::from(c1.wrapping_sub(c0)) * 1_000_000 / ns) as u64).max(1)
 }
 
+/// Runs one control job. A job that panics (a port's `stats` or `info`, say) is logged and its
+/// caller sees [`DpError::Stopped`] (the reply channel is dropped); the worker and every other
+/// port carry on.
+fn run_job(job: Job, w: &mut Worker) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(w)));
+    if r.is_err() {
+        tracing::error!("a dataplane control job panicked; the worker continues");
+    }
+}
+
 /// The worker's main loop.
 fn run(jobs: Receiver<Job>, mut w: Worker) {
     let per_ms = tsc_per_ms();
@@ -146,7 +158,7 @@ fn run(jobs: Receiver<Job>, mut w: Worker) {
         }
         loop {
             match jobs.try_recv() {
-                Ok(job) => job(&mut w),
+                Ok(job) => run_job(job, &mut w),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     w.stop = true;
@@ -165,7 +177,7 @@ fn run(jobs: Receiver<Job>, mut w: Worker) {
         } else {
             // Idle: wait for a job for up to 1 ms, then tick again after one iteration.
             match jobs.recv_timeout(Duration::from_millis(1)) {
-                Ok(job) => job(&mut w),
+                Ok(job) => run_job(job, &mut w),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => w.stop = true,
             }
@@ -309,151 +321,5 @@ impl Drop for Dataplane {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fakeport::{frame, mac, FakeHandle, FakePort, BROADCAST};
-
-    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-        let t0 = Instant::now();
-        while !cond() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn add(dp: &Dataplane, name: &str, bridge: Option<&str>, capture: bool) -> FakeHandle {
-        let (mut p, h) = FakePort::new(name);
-        p.set_capture(capture);
-        let attach = match bridge {
-            Some(b) => Attach::Bridge {
-                bridge: b.into(),
-                vlan: VlanMode::None,
-            },
-            None => Attach::None,
-        };
-        dp.add_port(Box::new(p), attach).unwrap();
-        h
-    }
-
-    #[test]
-    fn worker_forwards_and_accounts_cycles() {
-        let dp = Dataplane::start(None).unwrap();
-        dp.add_bridge(BridgeConfig::new("br0")).unwrap();
-        let a = add(&dp, "a", Some("br0"), true);
-        let b = add(&dp, "b", Some("br0"), true);
-        let c = add(&dp, "c", Some("br0"), true);
-        b.inject(&frame(BROADCAST, mac(2), None, 64));
-        wait_until("flood", || a.tx_packets() == 1 && c.tx_packets() == 1);
-        for _ in 0..1000 {
-            a.inject(&frame(mac(2), mac(1), None, 64));
-        }
-        wait_until("unicast", || b.tx_packets() == 1000);
-        assert_eq!(c.tx_packets(), 1, "learned: no more flooding");
-        let fdb = dp.fdb("br0").unwrap();
-        assert_eq!(fdb.len(), 2);
-        let ws = dp.worker_stats(true).unwrap();
-        assert_eq!(ws.packets, 1001);
-        assert!(
-            ws.busy_cycles > 0 && ws.idle_cycles > 0 && ws.iterations > 0,
-            "{ws:?}"
-        );
-        assert!(ws.busy_cycles_per_packet > 0.0);
-        let ws = dp.worker_stats(false).unwrap();
-        assert_eq!((ws.packets, ws.busy_cycles), (0, 0), "cleared");
-        let st = dp.port_stats(Some("a"), false).unwrap();
-        assert_eq!(st[0].total.rx_packets, 1000);
-        assert_eq!(dp.port_infos().unwrap().len(), 3);
-        assert_eq!(dp.bridges().unwrap()[0].ports, vec!["a", "b", "c"]);
-        for h in [&a, &b, &c] {
-            assert_eq!(h.contract_violations(), 0);
-        }
-        dp.stop();
-        assert!(a.port_dropped() && b.port_dropped() && c.port_dropped());
-    }
-
-    #[test]
-    fn ports_come_and_go_while_traffic_flows() {
-        const N: u64 = 20_000;
-        let dp = Dataplane::start(None).unwrap();
-        dp.add_bridge(BridgeConfig::new("br0")).unwrap();
-        let a = add(&dp, "a", Some("br0"), false);
-        let b = add(&dp, "b", Some("br0"), false);
-        b.inject(&frame(BROADCAST, mac(2), None, 64));
-        wait_until("learn b", || a.tx_packets() == 1);
-        let sender = {
-            let a = a.clone();
-            std::thread::spawn(move || {
-                let f = frame(mac(2), mac(1), None, 64);
-                for _ in 0..N {
-                    while a.pending_rx() > 256 {
-                        std::thread::yield_now();
-                    }
-                    a.inject(&f);
-                }
-            })
-        };
-        let mut gone = Vec::new();
-        for i in 0..40 {
-            let x = add(&dp, &format!("x{i}"), Some("br0"), false);
-            let y = add(&dp, &format!("y{i}"), None, false);
-            let z = add(&dp, &format!("z{i}"), None, false);
-            dp.xconnect(&format!("y{i}"), &format!("z{i}")).unwrap();
-            y.inject(&frame(mac(9), mac(8), None, 64));
-            wait_until("xconnect traffic", || z.tx_packets() == 1);
-            dp.del_port(&format!("x{i}")).unwrap();
-            dp.del_port(&format!("z{i}")).unwrap();
-            dp.del_port(&format!("y{i}")).unwrap();
-            gone.extend([x, y, z]);
-        }
-        sender.join().unwrap();
-        wait_until("all unicast delivered", || b.tx_packets() == N);
-        for (k, h) in gone.iter().enumerate() {
-            assert!(h.port_dropped());
-            // x (bridged, never a destination of known unicast) and y sent nothing; z one frame.
-            assert_eq!(h.tx_packets(), u64::from(k % 3 == 2), "port #{k}");
-            assert_eq!(h.contract_violations(), 0);
-        }
-        assert_eq!(a.contract_violations() + b.contract_violations(), 0);
-        assert_eq!(
-            dp.port_stats(Some("a"), false).unwrap()[0]
-                .total
-                .drop_no_route,
-            0
-        );
-        assert_eq!(dp.bridges().unwrap()[0].ports, vec!["a", "b"]);
-    }
-
-    #[test]
-    fn pinning_checks_the_core() {
-        let e = Dataplane::start(Some(100_000))
-            .err()
-            .expect("bogus core must fail");
-        assert!(e.to_string().contains("core 100000"), "{e}");
-        let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
-        let core = (0..64)
-            .find(|c| allowed.is_set(*c).unwrap_or(false))
-            .unwrap();
-        let dp = Dataplane::start(Some(core)).unwrap();
-        assert_eq!(dp.worker_stats(false).unwrap().core, Some(core));
-    }
-
-    #[test]
-    fn idle_worker_sleeps() {
-        let dp = Dataplane::start(None).unwrap();
-        let (p, h) = FakePort::new("down");
-        h.set_link(false);
-        dp.add_port(Box::new(p), Attach::None).unwrap();
-        dp.worker_stats(true).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let it = dp.worker_stats(false).unwrap().iterations;
-        assert!(
-            it <= 260,
-            "no link up: about one iteration per ms, got {it} in 200 ms"
-        );
-        assert!(it >= 20, "still ticking: {it}");
-        assert!(h.polls() >= 20, "poll_control keeps running");
-    }
-}
+#[path = "dataplane_tests.rs"]
+mod tests;

@@ -183,19 +183,20 @@ impl FakePort {
         self.replay = Some((buf, lens));
     }
 
-    /// The packet at `buf[base..base + len]` as a chain of `seg`-byte segments; None when it
-    /// would need more than `MAX_SEGS` of them.
-    fn chain(buf: &HeapBuf, base: usize, len: usize, seg: usize) -> Option<PktRef> {
-        let mut p = PktRef::default();
+    /// Makes `p` the packet at `buf[base..base + len]` as a chain of `seg`-byte segments;
+    /// false when it would need more than `MAX_SEGS` of them.
+    fn chain(p: &mut PktRef, buf: &HeapBuf, base: usize, len: usize, seg: usize) -> bool {
+        p.clear();
+        p.queue = 0;
         let mut off = 0;
         while off < len {
             let n = seg.min(len - off);
-            if !p.push_seg(buf.seg(base + off, n)?) {
-                return None;
+            match buf.seg(base + off, n) {
+                Some(s) if p.push_seg(s) => off += n,
+                _ => return false,
             }
-            off += n;
         }
-        Some(p)
+        true
     }
 
     fn violation(&self) {
@@ -250,12 +251,10 @@ impl Port for FakePort {
         let mut n = 0;
         if let Some((buf, lens)) = &self.replay {
             for (k, &len) in lens.iter().enumerate().take(out.len()) {
-                match Self::chain(buf, k * SLOT_BYTES, len, self.seg_size) {
-                    Some(p) => {
-                        out[n] = p;
-                        n += 1;
-                    }
-                    None => self.stats.drop_bad_desc += 1,
+                if Self::chain(&mut out[n], buf, k * SLOT_BYTES, len, self.seg_size) {
+                    n += 1;
+                } else {
+                    self.stats.drop_bad_desc += 1;
                 }
             }
         } else if self.shared.rx_pending.load(Ordering::Acquire) > 0 {
@@ -269,12 +268,10 @@ impl Port for FakePort {
                 }
                 let base = n * SLOT_BYTES;
                 self.rxbuf.bytes_mut()[base..base + f.len()].copy_from_slice(&f);
-                match Self::chain(&self.rxbuf, base, f.len(), self.seg_size) {
-                    Some(p) => {
-                        out[n] = p;
-                        n += 1;
-                    }
-                    None => self.stats.drop_bad_desc += 1,
+                if Self::chain(&mut out[n], &self.rxbuf, base, f.len(), self.seg_size) {
+                    n += 1;
+                } else {
+                    self.stats.drop_bad_desc += 1;
                 }
             }
         }

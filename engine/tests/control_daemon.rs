@@ -297,3 +297,108 @@ fn failed_restore_items_are_reported_rest_comes_up() {
     assert_eq!(code, 0);
     assert!(log.contains("not restored"), "{log}");
 }
+
+/// Starts the daemon with the real dataplane (no `--fake-dataplane`).
+fn start_real(dir: &Path) -> Daemon {
+    let control = dir.join("ctl.sock");
+    let child = Command::new(USWITCHD)
+        .arg("--control")
+        .arg(&control)
+        .arg("--state")
+        .arg(dir.join("state/state.json"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child: Some(child),
+        control,
+    };
+    let t0 = Instant::now();
+    while !(d.control.exists() && ctl(&d.control, &["show"]).status.success()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "uswitchd does not answer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d
+}
+
+fn links_up(c: &Path, ports: &[&str]) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let v: serde_json::Value = serde_json::from_str(&ok(c, &["stats", "--json"])).unwrap();
+        let up = |n: &str| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == n && p["link_up"] == true)
+        };
+        if ports.iter().all(|p| up(p)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The real dataplane and memif ports: a server port and a client port of the same daemon on
+/// one socket link up with each other; SIGTERM removes the memif socket; a restart restores
+/// both from the state file and they link up again.
+#[test]
+fn real_dataplane_memif_self_loop_survives_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("loop.sock").display().to_string();
+    let dm = start_real(d.path());
+    let c = dm.control.clone();
+    ok(
+        &c,
+        &[
+            "port", "add", "s", "memif", "--socket", &sock, "--role", "server", "--id", "7",
+        ],
+    );
+    ok(
+        &c,
+        &[
+            "port", "add", "k", "memif", "--socket", &sock, "--role", "client", "--id", "7",
+        ],
+    );
+    assert!(
+        links_up(&c, &["s", "k"]),
+        "links did not come up: {}",
+        ok(&c, &["port", "list"])
+    );
+    let list = ok(&c, &["port", "list"]);
+    assert!(
+        list.lines().filter(|l| l.contains(" up ")).count() == 2,
+        "{list}"
+    );
+    // Duplicate server socket refused, nothing changed.
+    let o = ctl(
+        &c,
+        &[
+            "port", "add", "s2", "memif", "--socket", &sock, "--role", "server",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let (code, log) = dm.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        !Path::new(&sock).exists(),
+        "memif server socket removed on shutdown"
+    );
+
+    let dm = start_real(d.path());
+    assert!(
+        links_up(&dm.control, &["s", "k"]),
+        "links did not come up after restart"
+    );
+    ok(&dm.control, &["port", "del", "k"]);
+    ok(&dm.control, &["port", "del", "s"]);
+    assert!(
+        !Path::new(&sock).exists(),
+        "memif server socket removed by port del"
+    );
+    let (code, _) = dm.stop();
+    assert_eq!(code, 0);
+}

@@ -45,34 +45,25 @@ impl ProcGuard {
         if let Ok(mut f) = file.lock() {
             let _ = writeln!(f, "# {cmd:?}");
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // stdout and stderr share one pipe, so the output keeps the order the process wrote
+        // it in (with two pipes read by two threads, a prompt could be split by a warning).
+        let (rd, wr) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+        let wr2 = wr.try_clone()?;
+        cmd.stdout(Stdio::from(wr)).stderr(Stdio::from(wr2));
         cmd.stdin(if keep_stdin {
             Stdio::piped()
         } else {
             Stdio::null()
         });
-        let mut child = cmd.spawn().map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot start {name} ({:?}): {e}", cmd.get_program()),
-            )
-        })?;
+        let spawned = cmd.spawn();
+        // Drop our copies of the write end (held by `cmd`) so EOF arrives when the child exits.
+        drop(cmd);
+        let child = spawned
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {name}: {e}")))?;
         let out = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
-        let streams: Vec<Box<dyn Read + Send>> = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for mut s in streams {
+        let mut s = File::from(rd);
+        {
             let out = Arc::clone(&out);
             let file = Arc::clone(&file);
             readers.push(std::thread::spawn(move || {
@@ -92,6 +83,7 @@ impl ProcGuard {
                 }
             }));
         }
+        let mut child = child;
         let stdin = child.stdin.take();
         Ok(ProcGuard {
             name: name.to_string(),

@@ -18,8 +18,9 @@
 //! - `--no-flush-rx`: otherwise each `start` first drains and discards the rx queues (a
 //!   pcap port's frames would be gone, and received packets between rounds too).
 //! - Every instance gets a unique `--file-prefix` starting with [`crate::DPDK_PREFIX`],
-//!   `--in-memory` (no hugepage files, no multi-process socket), and `--no-huge` when no
-//!   hugepages are free. Hugepage files of its prefix are removed on drop anyway.
+//!   `-m 64`, and `--in-memory` (no hugepage files, no multi-process socket) when enough
+//!   hugepages are free, else `--no-huge --no-shconf` (the two memory options exclude each
+//!   other). Hugepage files of its prefix are removed on drop anyway.
 use crate::process::ProcGuard;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,6 +29,9 @@ use std::time::{Duration, Instant};
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 const PROMPT: &str = "testpmd> ";
+
+/// Memory per testpmd (`-m`), MiB: the 8192-mbuf pool (~18 MiB) plus rings fit easily.
+const MEM_MB: u64 = 64;
 
 /// Counters of one testpmd port (`show port stats N`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +53,9 @@ pub struct TestpmdBuilder {
     vdevs: Vec<String>,
     n_memif: u32,
     n_pcap: u32,
+    n_virtio: u32,
+    /// More EAL arguments (before `--`).
+    eal: Vec<String>,
     lcores: String,
     forward_mode: String,
     queues: u16,
@@ -60,6 +67,8 @@ pub struct TestpmdBuilder {
     total_mbufs: u32,
     multi_flow: bool,
     extra: Vec<String>,
+    /// Server socket paths to clear of a dead predecessor's file before starting.
+    stale_sockets: Vec<String>,
 }
 
 impl TestpmdBuilder {
@@ -70,6 +79,8 @@ impl TestpmdBuilder {
             vdevs: Vec::new(),
             n_memif: 0,
             n_pcap: 0,
+            n_virtio: 0,
+            eal: Vec::new(),
             lcores: "0@1,1@1".into(),
             forward_mode: "rxonly".into(),
             queues: 1,
@@ -81,12 +92,16 @@ impl TestpmdBuilder {
             total_mbufs: 8192,
             multi_flow: false,
             extra: Vec::new(),
+            stale_sockets: Vec::new(),
         }
     }
 
     /// Adds a memif port. `role` is "client" or "server"; `socket` a filesystem path or `@name`;
     /// `extra` more devargs such as `"mac=02:00:00:00:00:01"`, `"bsize=2048"`, `"rsize=10"`.
     pub fn memif(mut self, role: &str, socket: &str, id: u32, extra: &[&str]) -> Self {
+        if role == "server" && !socket.starts_with('@') {
+            self.stale_sockets.push(socket.into());
+        }
         let (path, abs) = match socket.strip_prefix('@') {
             Some(name) => (name, "yes"),
             None => (socket, "no"),
@@ -112,6 +127,27 @@ impl TestpmdBuilder {
     pub fn memif_server(self, socket: &str, mac: &str) -> Self {
         let m = format!("mac={mac}");
         self.memif("server", socket, 0, &[&m])
+    }
+    /// A DPDK `virtio_user` port (vhost-user frontend) on `path` with a fixed MAC; `extra`
+    /// more devargs such as `"server=1"`, `"queues=2"`, `"queue_size=256"`. Adds
+    /// `--single-file-segments` (vhost-user carries at most 8 memory regions).
+    pub fn virtio_user(mut self, path: &str, mac: &str, extra: &[&str]) -> Self {
+        let mut v = format!("net_virtio_user{},path={path},mac={mac}", self.n_virtio);
+        for e in extra {
+            v.push(',');
+            v.push_str(e);
+        }
+        self.n_virtio += 1;
+        self.vdevs.push(v);
+        if !self.eal.iter().any(|a| a == "--single-file-segments") {
+            self.eal.push("--single-file-segments".into());
+        }
+        self
+    }
+    /// An extra EAL argument (before `--`).
+    pub fn eal(mut self, a: &str) -> Self {
+        self.eal.push(a.into());
+        self
     }
     /// A pcap port: frames of `rx` are received once (then nothing), frames sent to it are
     /// written to `tx` (flushed when testpmd quits).
@@ -179,21 +215,27 @@ impl TestpmdBuilder {
             "--lcores".into(),
             self.lcores.clone(),
             "--no-pci".into(),
-            "--in-memory".into(),
             "--file-prefix".into(),
             prefix.into(),
             "-m".into(),
-            "256".into(),
+            MEM_MB.to_string(),
             "--log-level".into(),
             "pmd.net.memif:info".into(),
         ];
-        if !crate::hugetlbfs_mounted() || crate::free_hugepages() < 160 {
+        let no_huge = std::env::var_os("USWITCH_E2E_NO_HUGE").is_some_and(|v| v == "1");
+        if !no_huge && crate::hugetlbfs_mounted() && crate::free_hugepages() >= MEM_MB / 2 + 16 {
+            a.push("--in-memory".into());
+        } else {
+            // --no-huge implies legacy memory, which --in-memory refuses; --no-shconf keeps
+            // /var/run/dpdk clean instead.
             a.push("--no-huge".into());
+            a.push("--no-shconf".into());
         }
         for v in &self.vdevs {
             a.push("--vdev".into());
             a.push(v.clone());
         }
+        a.extend(self.eal.iter().cloned());
         a.push("--".into());
         a.push("-i".into());
         a.push(format!("--forward-mode={}", self.forward_mode));
@@ -226,6 +268,11 @@ impl TestpmdBuilder {
 
     /// Starts testpmd and waits for its first prompt (ports configured).
     pub fn start(&self) -> Result<Testpmd, String> {
+        // A killed DPDK memif server leaves its socket file, and DPDK will not bind over it
+        // ("Address already in use"): remove it when nobody listens there any more.
+        for p in &self.stale_sockets {
+            remove_stale_socket(std::path::Path::new(p));
+        }
         let prefix = format!(
             "{}-{}-{}-{}",
             crate::DPDK_PREFIX,
@@ -320,6 +367,22 @@ impl Testpmd {
         self.cmd("stop")?;
         self.cmd(&format!("port stop {port}"))?;
         self.cmd(&format!("port start {port}"))?;
+        Ok(())
+    }
+
+    /// Polls port `port` alone for a moment in rxonly mode, then restores `mode` and the port
+    /// list `all` (e.g. "0,1"), leaving forwarding stopped. A DPDK memif client posts its
+    /// receive buffers (refills the S2C ring) only inside rx_burst, so until it has polled once
+    /// the switch sees a full ring and drops. This primes the ring without reading a pcap
+    /// port's frames.
+    pub fn prime_rx(&mut self, port: u16, all: &str, mode: &str) -> Result<(), String> {
+        self.cmd("set fwd rxonly")?;
+        self.cmd(&format!("set portlist {port}"))?;
+        self.cmd("start")?;
+        std::thread::sleep(Duration::from_millis(100));
+        self.cmd("stop")?;
+        self.cmd(&format!("set portlist {all}"))?;
+        self.cmd(&format!("set fwd {mode}"))?;
         Ok(())
     }
 
@@ -427,6 +490,29 @@ impl Drop for Testpmd {
     fn drop(&mut self) {
         self.proc.kill9();
         crate::remove_hugepage_files(&self.prefix);
+    }
+}
+
+/// Removes a Unix socket file nobody listens on (connect refused).
+fn remove_stale_socket(p: &std::path::Path) {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    if !p.exists() {
+        return;
+    }
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return;
+    };
+    let Ok(addr) = UnixAddr::new(p) else {
+        return;
+    };
+    if connect(fd.as_raw_fd(), &addr) == Err(nix::errno::Errno::ECONNREFUSED) {
+        let _ = std::fs::remove_file(p);
     }
 }
 

@@ -57,7 +57,11 @@ fn access_and_trunk() {
     let mut b = peer(&s, "b", 1, &[]);
     let mut c = peer(&s, "c", 2, &from_c);
     let mut t = peer(&s, "t", 3, &from_t);
-    // Receivers first, then one sender at a time; wait for the switch to take its frames.
+    // Every peer posts its receive buffers first (see Testpmd::prime_rx), then b starts, then
+    // one sender at a time; wait for the switch to take each sender's frames.
+    for p in [&mut a, &mut b, &mut c, &mut t] {
+        p.t.prime_rx(0, "0,1", "io").unwrap();
+    }
     b.t.start_fwd().unwrap();
     for (p, name, n) in [(&mut a, "a", 5u64), (&mut c, "c", 4), (&mut t, "t", 7)] {
         p.t.start_fwd().unwrap();

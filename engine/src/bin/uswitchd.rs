@@ -80,6 +80,7 @@ fn main() -> ExitCode {
         } else {
             Some(args.state.clone())
         },
+        worker_core: args.core,
     };
     let core = args.core;
     let started = if args.fake_dataplane {

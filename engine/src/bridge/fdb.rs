@@ -40,6 +40,15 @@ fn make_key(vlan: u16, mac: &[u8; 6]) -> u64 {
     LIVE | (u64::from(vlan & 0x0fff) << 48) | m
 }
 
+/// A (VLAN, MAC) key as stored in the table. Never equal to [`FdbKey::NONE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbKey(u64);
+
+impl FdbKey {
+    /// Matches no address (for "nothing cached yet").
+    pub const NONE: FdbKey = FdbKey(EMPTY);
+}
+
 /// An entry as [`Fdb::entries`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdbView {
@@ -127,10 +136,22 @@ impl Fdb {
         }
     }
 
+    /// The table key of (`vlan`, `mac`): lets a caller compare addresses cheaply (per-burst
+    /// caches) and look up without rebuilding it.
+    #[inline]
+    pub fn key(vlan: u16, mac: &[u8; 6]) -> FdbKey {
+        FdbKey(make_key(vlan, mac))
+    }
+
     /// The member `mac` in `vlan` was last seen on, unless unknown or aged out.
     #[inline]
     pub fn lookup(&self, vlan: u16, mac: &[u8; 6], now: u64) -> Option<Member> {
-        let i = self.find(make_key(vlan, mac))?;
+        self.lookup_key(Self::key(vlan, mac), now)
+    }
+
+    #[inline]
+    pub fn lookup_key(&self, key: FdbKey, now: u64) -> Option<Member> {
+        let i = self.find(key.0)?;
         let s = &self.slots[i];
         self.alive(s, now).then_some(s.member)
     }
@@ -138,7 +159,12 @@ impl Fdb {
     /// Records that `mac` in `vlan` was seen on `member` at `now`.
     #[inline]
     pub fn learn(&mut self, vlan: u16, mac: &[u8; 6], member: Member, now: u64) -> Learned {
-        let key = make_key(vlan, mac);
+        self.learn_key(Self::key(vlan, mac), member, now)
+    }
+
+    #[inline]
+    pub fn learn_key(&mut self, key: FdbKey, member: Member, now: u64) -> Learned {
+        let key = key.0;
         let mut i = self.home(key);
         loop {
             let k = self.slots[i].key;

@@ -12,8 +12,13 @@
 //! [`Bridge::drain`] hands to the ports, one `tx_burst` per destination. Dropped packets are
 //! returned as a count for the caller to charge to the ingress port (`count_no_route`).
 //!
+//! Per burst, the last source learned and the last destination looked up are cached (bursts
+//! are mostly one or a few flows); the destination cache is dropped when learning changes the
+//! table, so results are exactly those of per-packet lookups.
+//!
 //! Hot path rules: no allocation (batches and the dirty list are preallocated at member add),
 //! no locks, no syscalls, no clock reads (`now` comes from the worker's control tick).
+use super::fdb::{Fdb, FdbKey, Learned};
 use super::vlan::{Ingress, HEAD_LEN};
 use super::Bridge;
 use crate::port::{PktRef, TxItem, VlanEdit, MAX_BURST};
@@ -54,13 +59,26 @@ impl Bridge {
                 s.prefetch();
             }
         }
+        // Per-burst caches: bursts are mostly one or a few flows. The source cache skips a
+        // refresh that would store the same `now` again; the destination cache is dropped
+        // whenever learning changes the table.
+        let mut last_src = FdbKey::NONE;
+        let mut last_dst = FdbKey::NONE;
+        let mut last_hit = None;
         let mut no_route = 0u32;
         for (i, pkt) in pkts.iter().enumerate() {
             if let Some(s) = pkts.get(i + PREFETCH).and_then(|p| p.segs().first()) {
                 s.prefetch();
             }
-            let mut head = [0u8; HEAD_LEN];
-            let n = pkt.read_head(&mut head);
+            // Fast path: the whole head in the first segment (a fixed-size copy).
+            let (head, n) = match pkt.segs().first().and_then(|s| s.read_array::<HEAD_LEN>(0)) {
+                Some(h) => (h, HEAD_LEN),
+                None => {
+                    let mut h = [0u8; HEAD_LEN];
+                    let n = pkt.read_head(&mut h);
+                    (h, n)
+                }
+            };
             let Some(ing) = in_vlan.ingress(&head[..n]) else {
                 no_route += 1;
                 continue;
@@ -69,10 +87,22 @@ impl Bridge {
             dst.copy_from_slice(&head[0..6]);
             src.copy_from_slice(&head[6..12]);
             if src[0] & 1 == 0 {
-                fdb.learn(ing.vid, &src, in_m, now);
+                let k = Fdb::key(ing.vid, &src);
+                if k != last_src {
+                    last_src = k;
+                    if let Learned::New | Learned::Moved { .. } = fdb.learn_key(k, in_m, now) {
+                        // The table changed: a cached destination may be stale.
+                        last_dst = FdbKey::NONE;
+                    }
+                }
             }
             if dst[0] & 1 == 0 {
-                if let Some(m) = fdb.lookup(ing.vid, &dst, now) {
+                let k = Fdb::key(ing.vid, &dst);
+                if k != last_dst {
+                    last_dst = k;
+                    last_hit = fdb.lookup_key(k, now);
+                }
+                if let Some(m) = last_hit {
                     let out = members.get(usize::from(m));
                     match out
                         .filter(|o| m != in_m && o.up)
@@ -270,6 +300,40 @@ mod tests {
         let f = frames(&[(mac(1), mac(4), Some(20))]);
         b.forward(1, &f.pkts, 0);
         assert_eq!(out(&mut b), vec![(102, vec![(0, VlanEdit::Pop)])]);
+    }
+
+    #[test]
+    fn learning_inside_a_burst_is_seen_by_later_packets() {
+        let mut b = bridge(&[VlanMode::None, VlanMode::None, VlanMode::None]);
+        // 0: to unknown mac(5) (flood); 1: mac(5) speaks on member 0 (moves it there later);
+        // 2: to mac(5) again: now known on member 0 = the ingress member → hairpin drop.
+        let f = frames(&[
+            (mac(5), mac(1), None),
+            (BC, mac(5), None),
+            (mac(5), mac(1), None),
+        ]);
+        assert_eq!(b.forward(0, &f.pkts, 0), 1);
+        assert_eq!(
+            out(&mut b),
+            vec![
+                (101, vec![(0, VlanEdit::Keep), (1, VlanEdit::Keep)]),
+                (102, vec![(0, VlanEdit::Keep), (1, VlanEdit::Keep)]),
+            ]
+        );
+        // On member 1: mac(5) known on 0 → unicast; mac(5) moves to 1; then hairpin drop.
+        let f2 = frames(&[
+            (mac(5), mac(2), None),
+            (BC, mac(5), None),
+            (mac(5), mac(2), None),
+        ]);
+        assert_eq!(b.forward(1, &f2.pkts, 0), 1);
+        assert_eq!(
+            out(&mut b),
+            vec![
+                (100, vec![(0, VlanEdit::Keep), (1, VlanEdit::Keep)]),
+                (102, vec![(1, VlanEdit::Keep)])
+            ]
+        );
     }
 
     #[test]

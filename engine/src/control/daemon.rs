@@ -31,6 +31,8 @@ pub struct DaemonOptions {
     pub control: PathBuf,
     /// None: keep no state (changes are lost on restart).
     pub state: Option<PathBuf>,
+    /// The dataplane worker's core: the control thread keeps off it (when other CPUs exist).
+    pub worker_core: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,16 +130,18 @@ impl Daemon {
             }
         }
         let switch = Arc::new(Mutex::new(sw));
-        let server = match Server::spawn(listener, &opts.control, switch.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                cleanup_socket();
-                if let Ok(m) = Arc::try_unwrap(switch) {
-                    m.into_inner().unwrap_or_else(|e| e.into_inner()).shutdown();
+        let server =
+            match Server::spawn_avoiding(listener, &opts.control, switch.clone(), opts.worker_core)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    cleanup_socket();
+                    if let Ok(m) = Arc::try_unwrap(switch) {
+                        m.into_inner().unwrap_or_else(|e| e.into_inner()).shutdown();
+                    }
+                    return Err(DaemonError::Thread(e));
                 }
-                return Err(DaemonError::Thread(e));
-            }
-        };
+            };
         tracing::info!(control = %opts.control.display(), "uswitchd ready");
         Ok(Daemon {
             server,

@@ -131,11 +131,27 @@ impl Server {
         path: &Path,
         sw: Arc<Mutex<Switch>>,
     ) -> std::io::Result<Server> {
+        Self::spawn_avoiding(listener, path, sw, None)
+    }
+
+    /// Like [`Server::spawn`]; the thread keeps off CPU `avoid_core` (the dataplane worker's
+    /// core) when other CPUs are allowed, so control requests never preempt the worker.
+    pub fn spawn_avoiding(
+        listener: UnixListener,
+        path: &Path,
+        sw: Arc<Mutex<Switch>>,
+        avoid_core: Option<usize>,
+    ) -> std::io::Result<Server> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("uswitch-ctl".into())
-            .spawn(move || serve(listener, sw, stop2))?;
+            .spawn(move || {
+                if let Some(c) = avoid_core {
+                    keep_off_core(c);
+                }
+                serve(listener, sw, stop2)
+            })?;
         Ok(Server {
             path: path.to_path_buf(),
             stop,
@@ -162,6 +178,34 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Removes CPU `core` from this thread's affinity, unless it is the only CPU allowed.
+fn keep_off_core(core: usize) {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let Ok(mut set) = sched_getaffinity(Pid::from_raw(0)) else {
+        return;
+    };
+    if !set.is_set(core).unwrap_or(false) {
+        return;
+    }
+    let others = (0..CpuSet::count())
+        .filter(|c| *c != core && set.is_set(*c).unwrap_or(false))
+        .count();
+    if others == 0 {
+        tracing::debug!(core, "control thread shares the worker's only CPU");
+        return;
+    }
+    if set.unset(core).is_ok() {
+        match sched_setaffinity(Pid::from_raw(0), &set) {
+            Ok(()) => tracing::debug!(core, "control thread kept off the worker core"),
+            Err(e) => tracing::warn!(
+                core,
+                "cannot move the control thread off the worker core: {e}"
+            ),
+        }
     }
 }
 

@@ -226,3 +226,12 @@ fn handler_panic_becomes_internal_error_and_server_survives() {
     assert!(err.to_string().contains("not running"), "{err}");
     call(&path, &Request::WorkerStats { clear: false }, T).unwrap();
 }
+
+#[test]
+fn client_timeout_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("mute.sock");
+    let _l = UnixListener::bind(&path).unwrap(); // never accepts, never answers
+    let e = call(&path, &Request::Show, Duration::from_millis(200)).unwrap_err();
+    assert!(e.to_string().contains("did not answer within 200ms"), "{e}");
+}

@@ -14,7 +14,8 @@
 //! Restoring a saved or configured [`SwitchConfig`] at startup ([`Switch::restore`]) runs the
 //! same validate+apply per item, but keeps going: items that fail are logged and returned.
 use crate::config::{
-    BridgeConfig, ConfigError, PortConfig, PortKind, SwitchConfig, VlanMode, XconnectConfig,
+    BridgeConfig, ConfigError, MemifRole, PortConfig, PortKind, SwitchConfig, VlanMode,
+    XconnectConfig,
 };
 use crate::control::api::{
     ApiError, ErrorCode, FdbEntry, PortEntry, ShowResult, WorkerStats, XconnectEntry,
@@ -141,17 +142,32 @@ pub fn check_port_add(m: &SwitchConfig, p: &PortConfig) -> Result<(), SwitchErro
         }
         _ => {}
     }
-    let PortKind::Memif(new) = &p.kind;
+    // Two servers on one path would steal each other's socket; two clients with the same
+    // socket and id would fight over one peer interface. A server and a client on the same
+    // path (a loop through the switch) is allowed. vhost-user sockets are never shared.
     for other in &m.ports {
-        let PortKind::Memif(o) = &other.kind;
-        if o.socket != new.socket {
+        if other.kind.socket() != p.kind.socket() {
             continue;
         }
-        let server = o.role == crate::config::MemifRole::Server
-            || new.role == crate::config::MemifRole::Server;
-        if server || o.id == new.id {
+        let (PortKind::Memif(new), PortKind::Memif(o)) = (&p.kind, &other.kind) else {
             return Err(SwitchError::Conflict(format!(
-                "socket {} (id {}) is already used by port {}",
+                "socket {} is already used by port {}",
+                p.kind.socket(),
+                other.name
+            )));
+        };
+        if o.role != new.role {
+            continue;
+        }
+        if new.role == MemifRole::Server {
+            return Err(SwitchError::Conflict(format!(
+                "socket {} is already served by port {}",
+                new.socket, other.name
+            )));
+        }
+        if o.id == new.id {
+            return Err(SwitchError::Conflict(format!(
+                "socket {} id {} is already used by client port {}",
                 new.socket, o.id, other.name
             )));
         }

@@ -77,8 +77,28 @@ fn validation_rejects_before_creating_anything() {
     );
     let e = sw.add_port(port("p1", "/tmp/x0.sock")).unwrap_err();
     assert_eq!(e.code(), ErrorCode::AlreadyExists);
-    assert!(e.to_string().contains("used by port p0"), "{e}");
+    assert!(e.to_string().contains("already served by port p0"), "{e}");
     assert_eq!(made.load(Ordering::SeqCst), 1);
+    // A client on our own server socket (a loop) is fine; two clients need different ids.
+    let client = |name: &str, id: u32| {
+        let mut c = port(name, "/tmp/x0.sock");
+        if let PortKind::Memif(m) = &mut c.kind {
+            m.role = crate::config::MemifRole::Client;
+            m.id = id;
+        }
+        c
+    };
+    sw.add_port(client("c0", 0)).unwrap();
+    let e = sw.add_port(client("c1", 0)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("id 0 is already used by client port c0"),
+        "{e}"
+    );
+    sw.add_port(client("c1", 1)).unwrap();
+    sw.del_port("c0").unwrap();
+    sw.del_port("c1").unwrap();
+    assert_eq!(made.load(Ordering::SeqCst), 3);
     // Bridge with ports is busy.
     let e = sw.del_bridge("br0").unwrap_err();
     assert_eq!(e.code(), ErrorCode::Busy);
@@ -314,7 +334,9 @@ fn stats_and_fdb_need_existing_objects() {
     let (mut sw, _, _) = switch(None);
     sw.add_bridge(BridgeConfig::new("br0")).unwrap();
     let mut p = port("p0", "/tmp/p0.sock");
-    let PortKind::Memif(m) = &mut p.kind;
+    let PortKind::Memif(m) = &mut p.kind else {
+        panic!("not memif")
+    };
     m.queues = 2;
     sw.add_port(p).unwrap();
     let s = sw.stats(Some("p0"), false).unwrap();

@@ -32,13 +32,19 @@ use crate::shm::HeapBuf;
 use std::time::{Duration, Instant};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 #[test]
 #[ignore]
 fn dpdk_interop() {
-    let socket = env("MEMIF_SOCKET", "/tmp/uswitch-memif-interop.sock".to_string());
+    let socket = env(
+        "MEMIF_SOCKET",
+        "/tmp/uswitch-memif-interop.sock".to_string(),
+    );
     let role = if env("MEMIF_ROLE", "server".to_string()) == "client" {
         MemifRole::Client
     } else {
@@ -65,14 +71,19 @@ fn dpdk_interop() {
     for (i, b) in frame.bytes_mut().iter_mut().enumerate() {
         *b = i as u8;
     }
-    frame.bytes_mut()[..14]
-        .copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    frame.bytes_mut()[..14].copy_from_slice(&[
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
+    ]);
     let mut pkts = vec![PktRef::default(); 32];
     for p in &mut pkts {
         p.push_seg(frame.seg(0, tx_len.max(1)).unwrap());
     }
-    let items: Vec<TxItem> =
-        (0..32).map(|i| TxItem { idx: i as u16, edit: VlanEdit::Keep }).collect();
+    let items: Vec<TxItem> = (0..32)
+        .map(|i| TxItem {
+            idx: i as u16,
+            edit: VlanEdit::Keep,
+        })
+        .collect();
     let mut rx = vec![PktRef::default(); 256];
 
     let t0 = Instant::now();
@@ -94,7 +105,11 @@ fn dpdk_interop() {
         }
         let sent = port.stats().total.tx_packets;
         if tx_len > 0 && port.link_up() && (tx_count == 0 || sent < tx_count) {
-            let want = if tx_count == 0 { 32 } else { (tx_count - sent).min(32) as usize };
+            let want = if tx_count == 0 {
+                32
+            } else {
+                (tx_count - sent).min(32) as usize
+            };
             for q in 0..port.tx_queues() {
                 port.tx_burst(q, &pkts, &items[..want]);
             }
@@ -123,6 +138,12 @@ fn dpdk_interop() {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    eprintln!("info: {}", serde_json::to_string(&port.info()).unwrap_or_default());
-    eprintln!("final: {}", serde_json::to_string(&port.stats()).unwrap_or_default());
+    eprintln!(
+        "info: {}",
+        serde_json::to_string(&port.info()).unwrap_or_default()
+    );
+    eprintln!(
+        "final: {}",
+        serde_json::to_string(&port.stats()).unwrap_or_default()
+    );
 }

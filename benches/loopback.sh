@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# The memif loopback benchmark of issue 9, in one run.
+#
+# Topology: the switch under test owns two memif SERVER ports (A, B) on core 0 — testpmd io-fwd,
+# OVS-DPDK (NORMAL), uswitch bridge, uswitch xconnect — and a reflector on core 1 is the client
+# of both and sends back everything it receives (testpmd io --tx-first, or the zero-copy
+# `uswitch-bench reflect`). 64-byte frames; bursts 32 and 256; uswitch also with 16 ports
+# (8 bridges / 8 xconnects of 2 ports each: a single 16-port bridge would flood every frame 15x,
+# since reflected traffic never lets it learn the destination).
+#
+# Per case: warm-up W s, then the switch's cycle counters are cleared (testpmd `clear fwd stats
+# all` with --record-core-cycles, `uswitchctl stats --worker --clear`, OVS `pmd-stats-clear`) and
+# the reflector's rx counters are taken over a window of D s. Printed: Mpps per direction (mean
+# reflector rx pps per port), aggregate Mpps (sum over ports), switch busy cycles per packet,
+# and ratios against testpmd io-fwd with the same reflector and burst.
+#
+# Usage: benches/loopback.sh [--short] [--warmup S] [--window S] [--cases REGEX] [--out FILE]
+#   --short       2 s window, 1 s warm-up (CI).
+#   --cases RE    run only cases whose name matches RE (e.g. 'uswitch-bridge').
+#   --out FILE    also write the Markdown table to FILE.
+#   --perf FILE   also `perf record` the uswitch worker thread during the window of the
+#                 uswitch-bridge / uswitch-bench reflector / burst 32 case; report to FILE.
+# Needs: release build (cargo build --release -p uswitch-engine -p uswitch-bench), dpdk-testpmd,
+# hugepages; OVS-DPDK (openvswitch-switch-dpdk) is optional (skipped with a note).
+# Everything it starts is killed by PID on exit; its hugepage files are removed.
+set -u -o pipefail
+
+WARMUP=2
+WINDOW=8
+CASES='.*'
+OUT=''
+PERF_OUT=''
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --short) WARMUP=1; WINDOW=2 ;;
+        --warmup) WARMUP=$2; shift ;;
+        --window) WINDOW=$2; shift ;;
+        --cases) CASES=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --perf) PERF_OUT=$2; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${USWITCH_BIN:-$ROOT/target/release}
+for b in uswitchd uswitchctl uswitch-bench; do
+    if [ ! -x "$BIN/$b" ]; then
+        echo "loopback.sh: $BIN/$b missing; run: cargo build --release -p uswitch-engine -p uswitch-bench" >&2
+        exit 2
+    fi
+done
+command -v dpdk-testpmd >/dev/null || { echo "loopback.sh: dpdk-testpmd not installed" >&2; exit 2; }
+OVS_VSWITCHD=/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk
+HAVE_OVS=0
+if [ -x "$OVS_VSWITCHD" ] && command -v ovsdb-server >/dev/null && command -v ovs-vsctl >/dev/null; then
+    HAVE_OVS=1
+fi
+
+# Hugepages (as the shared rules describe).
+if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 1024 ]; then echo 1024 > /proc/sys/vm/nr_hugepages; fi
+mkdir -p /dev/hugepages
+mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
+
+# Serialize with the e2e tests and other throughput runs (same lock file as tests/src/lib.rs).
+exec 9> /tmp/uswitch-e2e.lock
+if ! flock -w 1800 9; then echo "loopback.sh: /tmp/uswitch-e2e.lock busy for 30 min" >&2; exit 2; fi
+
+WORK=$(mktemp -d /tmp/uswitch-loopback.XXXXXX)
+PREFIX="uswlb$$"        # hugepage file prefix of every DPDK process we start
+PIDS=()                 # processes of the current case
+FDS=()                  # fifo fds of the current case
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+
+kill_case() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        local alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.3
+    done
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    for f in "${FDS[@]}"; do eval "exec $f>&-"; done
+    PIDS=()
+    FDS=()
+    rm -f /dev/hugepages/${PREFIX}* 2>/dev/null
+}
+
+cleanup() {
+    kill_case
+    rm -f /dev/hugepages/${PREFIX}* 2>/dev/null
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- testpmd, interactive through a fifo -------------------------------------------------
+# tp_start NAME LCORES VDEVS... -- TESTPMD_ARGS...   (sets TP_FD_<NAME>)
+tp_start() {
+    local name=$1 lcores=$2; shift 2
+    local fifo=$WORK/$name.in
+    rm -f "$fifo"; mkfifo "$fifo"
+    local fd
+    exec {fd}<>"$fifo"
+    FDS+=("$fd")
+    # stdbuf: testpmd printf output is block-buffered on a file otherwise (visible only at exit).
+    stdbuf -oL dpdk-testpmd --lcores "$lcores" --no-pci --file-prefix "${PREFIX}$name" -m 256 "$@" \
+        < "$fifo" > "$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    eval "TP_FD_$name=$fd"
+}
+tp_cmd() { # NAME COMMAND...
+    local fdvar="TP_FD_$1"; shift
+    echo "$*" >&"${!fdvar}"
+}
+tp_lines() { wc -l < "$WORK/$1.log"; }
+# tp_wait_prompt NAME: wait until testpmd prints its prompt (ports configured), up to 20 s.
+tp_wait_prompt() {
+    for _ in $(seq 1 200); do
+        grep -q "testpmd>" "$WORK/$1.log" 2>/dev/null && return 0
+        kill -0 "${PIDS[-1]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "loopback.sh: testpmd $1 did not start; log:" >&2; tail -20 "$WORK/$1.log" >&2
+    return 1
+}
+# Sum / count of "RX-packets: N" in a testpmd "show port stats all" printed after line $2.
+tp_rx_packets() { tail -n +"$2" "$WORK/$1.log" | grep -o 'RX-packets: *[0-9]*' | awk '{print $2}'; }
+# "total cycles=C / total io packets=P" of the last `show fwd stats all` after line $2 -> "C P".
+# (testpmd 22.11 counts only cycles of bursts that received packets; `clear fwd stats all` does
+# not reset them, so the window figure is the difference of two snapshots.)
+tp_cycles() {
+    tail -n +"$2" "$WORK/$1.log" | grep -o 'total cycles=[0-9]* / total [a-z]* packets=[0-9]*' \
+        | tail -1 | sed 's/total cycles=\([0-9]*\) .*packets=\([0-9]*\)/\1 \2/'
+}
+tp_snapshot() { # NAME -> "cycles packets" now
+    local l; l=$(tp_lines "$1")
+    tp_cmd "$1" show fwd stats all
+    for _ in $(seq 1 20); do
+        sleep 0.1
+        local r; r=$(tp_cycles "$1" "$l")
+        [ -n "$r" ] && { echo "$r"; return; }
+    done
+}
+
+vdevs() { # ROLE N -> --vdev args for N memif ports on $WORK/p<i>.sock
+    local role=$1 n=$2 i out=()
+    for i in $(seq 0 $((n - 1))); do
+        out+=(--vdev "net_memif$i,role=$role,socket=$WORK/p$i.sock,socket-abstract=no,id=0$3")
+    done
+    echo "${out[@]}"
+}
+
+# ---- switches -------------------------------------------------------------------------------
+SWITCH_KIND=''
+TP_SNAP=''
+switch_start() { # KIND NPORTS BURST
+    SWITCH_KIND=$1
+    local n=$2 burst=$3 i
+    rm -f "$WORK"/p*.sock
+    case $1 in
+        testpmd)
+            # shellcheck disable=SC2046
+            tp_start sw 0@0,1@0 $(vdevs server "$n" "") -- -i --forward-mode=io \
+                --burst="$burst" --record-core-cycles || return 1
+            tp_wait_prompt sw || return 1
+            tp_cmd sw start
+            ;;
+        uswitch-bridge|uswitch-xconnect)
+            "$BIN/uswitchd" --control "$WORK/ctl.sock" --no-state --core 0 --log-level warn \
+                > "$WORK/uswitchd.log" 2>&1 &
+            PIDS+=($!)
+            for _ in $(seq 1 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
+            for i in $(seq 0 $((n - 1))); do
+                local attach=()
+                [ "$1" = uswitch-bridge ] && attach=(--bridge "br$((i / 2))")
+                if [ "$1" = uswitch-bridge ] && [ $((i % 2)) = 0 ]; then
+                    usctl bridge add "br$((i / 2))" || return 1
+                fi
+                usctl port add "p$i" memif --socket "$WORK/p$i.sock" --role server "${attach[@]}" || return 1
+            done
+            if [ "$1" = uswitch-xconnect ]; then
+                for i in $(seq 0 2 $((n - 1))); do usctl xconnect "p$i" "p$((i + 1))" || return 1; done
+            fi
+            ;;
+        ovs)
+            local d=$WORK/ovs
+            rm -rf "$d"; mkdir -p "$d"
+            export OVS_RUNDIR=$d OVS_LOGDIR=$d OVS_DBDIR=$d OVS_SYSCONFDIR=$d
+            ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
+            ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --unixctl="$d/ovsdb.ctl" \
+                --log-file="$d/ovsdb.log" > /dev/null 2>&1 &
+            PIDS+=($!)
+            for _ in $(seq 1 50); do [ -S "$d/db.sock" ] && break; sleep 0.1; done
+            ovs-vsctl --db="unix:$d/db.sock" --no-wait init
+            ovs-vsctl --db="unix:$d/db.sock" --no-wait set Open_vSwitch . \
+                other_config:dpdk-init=true other_config:pmd-cpu-mask=0x1 \
+                "other_config:dpdk-extra=--no-pci --file-prefix ${PREFIX}ovs"
+            "$OVS_VSWITCHD" "unix:$d/db.sock" --unixctl="$d/vswitchd.ctl" \
+                --log-file="$d/vswitchd.log" > /dev/null 2>&1 &
+            PIDS+=($!)
+            for _ in $(seq 1 100); do [ -S "$d/vswitchd.ctl" ] && break; sleep 0.1; done
+            ovs-vsctl --db="unix:$d/db.sock" --timeout=30 add-br br0 -- set bridge br0 datapath_type=netdev || return 1
+            for i in $(seq 0 $((n - 1))); do
+                ovs-vsctl --db="unix:$d/db.sock" --timeout=30 add-port br0 "p$i" -- set Interface "p$i" type=dpdk \
+                    "options:dpdk-devargs=net_memif$i,role=server,socket=$WORK/p$i.sock,socket-abstract=no" \
+                    options:n_rxq=2 || return 1
+            done
+            ;;
+    esac
+    # Wait for every server socket.
+    for i in $(seq 0 $((n - 1))); do
+        for _ in $(seq 1 100); do [ -S "$WORK/p$i.sock" ] && break; sleep 0.1; done
+        [ -S "$WORK/p$i.sock" ] || { echo "loopback.sh: $1 did not create p$i.sock" >&2; return 1; }
+    done
+}
+usctl() { "$BIN/uswitchctl" --control "$WORK/ctl.sock" "$@" > /dev/null; }
+
+switch_clear() {
+    case $SWITCH_KIND in
+        testpmd) TP_SNAP=$(tp_snapshot sw) ;;
+        uswitch-*) "$BIN/uswitchctl" --control "$WORK/ctl.sock" stats --worker --clear > /dev/null ;;
+        ovs) ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-clear > /dev/null ;;
+    esac
+}
+
+switch_cycles() { # prints busy cycles per packet since switch_clear
+    case $SWITCH_KIND in
+        testpmd)
+            local now; now=$(tp_snapshot sw)
+            echo "$TP_SNAP $now" | awk 'NF == 4 && $4 > $2 {printf "%.1f", ($3 - $1) / ($4 - $2)}'
+            ;;
+        uswitch-*)
+            "$BIN/uswitchctl" --control "$WORK/ctl.sock" --json stats --worker \
+                | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["busy_cycles_per_packet"], 1))'
+            ;;
+        ovs)
+            ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show \
+                | grep -o 'avg processing cycles per packet: *[0-9.]*' | head -1 | awk '{print $NF}'
+            ;;
+    esac
+}
+
+# perf_worker SECS: samples uswitchd's worker thread for SECS seconds, report to $PERF_OUT.
+perf_worker() {
+    local pid='' tid='' t p
+    for p in "${PIDS[@]}"; do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = uswitchd ] && pid=$p; done
+    for t in /proc/"$pid"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = uswitch-worker ] && tid=${t##*/}
+    done
+    if [ -z "$tid" ] || ! command -v perf > /dev/null; then
+        echo "loopback.sh: perf or the worker thread not found; no profile" >&2
+        sleep "$1"
+        return
+    fi
+    perf record -q -g -t "$tid" -o "$WORK/perf.data" -- sleep "$1" > /dev/null 2>&1
+    {
+        echo "# perf record -g -t <uswitch-worker tid> during uswitch-bridge/bench/2 ports/burst 32"
+        perf report -i "$WORK/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
+            | grep -v '^$' | head -150
+    } > "$PERF_OUT"
+    perf annotate -i "$WORK/perf.data" --stdio 2>/dev/null | head -400 > "${PERF_OUT%.txt}.annotate.txt"
+}
+
+# ---- one case -------------------------------------------------------------------------------
+run_case() { # SWITCH REFLECTOR NPORTS BURST
+    local sw=$1 rf=$2 n=$3 burst=$4
+    local name="$sw/$rf/${n}p/b$burst"
+    [[ "$name" =~ $CASES ]] || return 0
+    echo "== $name" >&2
+    local mpps='' cycles='' agg='' note='' rcyc=''
+    if ! switch_start "$sw" "$n" "$burst"; then
+        note='switch failed to start'
+    else
+        case $rf in
+            testpmd)
+                local q=''
+                [ "$sw" = ovs ] && q='--rxq=2 --txq=2'
+                # shellcheck disable=SC2046,SC2086
+                tp_start rf 0@1,1@1 $(vdevs client "$n" "") -- -i --forward-mode=io \
+                    --burst="$burst" $q \
+                    && tp_wait_prompt rf || note='reflector failed to start'
+                if [ -z "$note" ]; then
+                    sleep 2   # memif clients connect on a 1 s timer
+                    tp_cmd rf start tx_first
+                    sleep "$WARMUP"
+                    switch_clear
+                    tp_cmd rf clear port stats all
+                    sleep "$WINDOW"
+                    local l; l=$(tp_lines rf)
+                    tp_cmd rf show port stats all
+                    cycles=$(switch_cycles)
+                    sleep 0.3
+                    local rx; rx=$(tp_rx_packets rf "$l")
+                    if [ -n "$rx" ]; then
+                        agg=$(echo "$rx" | awk -v w="$WINDOW" '{s+=$1} END {printf "%.3f", s/w/1e6}')
+                        mpps=$(echo "$rx" | awk -v w="$WINDOW" '{s+=$1; n++} END {printf "%.3f", s/n/w/1e6}')
+                    else
+                        note='no reflector counters'
+                    fi
+                fi
+                ;;
+            bench)
+                if true; then
+                    local socks=() i q=1
+                    [ "$sw" = ovs ] && q=2
+                    for i in $(seq 0 $((n - 1))); do socks+=(-s "$WORK/p$i.sock"); done
+                    "$BIN/uswitch-bench" reflect "${socks[@]}" --queues "$q" --core 1 --burst "$burst" \
+                        --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
+                        > "$WORK/rf.json" 2> "$WORK/rf.err" &
+                    local rpid=$!
+                    PIDS+=($rpid)
+                    for _ in $(seq 1 150); do grep -q 'links up' "$WORK/rf.err" && break; sleep 0.1; done
+                    sleep "$WARMUP"
+                    switch_clear
+                    if [ -n "$PERF_OUT" ] && [ "$sw/$n/$burst" = uswitch-bridge/2/32 ]; then
+                        perf_worker "$WINDOW"
+                    else
+                        sleep "$WINDOW"
+                    fi
+                    cycles=$(switch_cycles)
+                    wait "$rpid" 2>/dev/null
+                    if [ -s "$WORK/rf.json" ]; then
+                        read -r mpps agg rcyc < <(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1])); c=r.get("busy_cycles_per_packet")
+print("%.3f %.3f %s" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if c else "-"))' "$WORK/rf.json")
+                    else
+                        note="reflector failed: $(tail -1 "$WORK/rf.err")"
+                    fi
+                fi
+                ;;
+        esac
+    fi
+    kill_case
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
+        "${cycles:--}" "${rcyc:--}" "$note" >> "$RESULTS"
+    echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
+}
+
+# latency_case SWITCH: uswitch-bench latency, paced at 1 Mpps, tx on port 0, rx on port 1.
+LAT=$WORK/latency.tsv
+: > "$LAT"
+latency_case() {
+    local sw=$1 name="$1/latency/1Mpps"
+    [[ "$name" =~ $CASES ]] || return 0
+    echo "== $name" >&2
+    local res='- - - - -' note=''
+    if switch_start "$sw" 2 32; then
+        local q=1
+        [ "$sw" = ovs ] && q=2
+        "$BIN/uswitch-bench" latency -s "$WORK/p0.sock" -s "$WORK/p1.sock" --queues "$q" --core 1 \
+            --rate 1000000 --warmup "$WARMUP" --duration "$WINDOW" --json \
+            > "$WORK/lat.json" 2> "$WORK/lat.err" &
+        local lpid=$!
+        PIDS+=($lpid)
+        wait "$lpid" 2>/dev/null
+        if [ -s "$WORK/lat.json" ]; then
+            res=$(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1])); l=r.get("latency") or {}
+f=lambda k: "%.2f" % (l[k]/1000) if k in l else "-"
+print("%.3f %s %s %s %s" % (r["rx_pps"]/1e6, f("p50_ns"), f("p99_ns"), f("p99_9_ns"), f("max_ns")))' "$WORK/lat.json")
+        else
+            note="failed: $(tail -1 "$WORK/lat.err")"
+        fi
+    else
+        note='switch failed to start'
+    fi
+    kill_case
+    printf '%s\t%s\t%s\n' "$sw" "$res" "$note" | tr ' ' '\t' >> "$LAT"
+    echo "   rx Mpps, p50/p99/p99.9/max us: $res $note" >&2
+}
+
+echo "loopback.sh: warm-up ${WARMUP}s, window ${WINDOW}s; $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >&2
+[ $HAVE_OVS = 1 ] || echo "loopback.sh: NOTE: OVS-DPDK not installed (apt-get install openvswitch-switch-dpdk); skipping it" >&2
+for burst in 32 256; do
+    for rf in testpmd bench; do
+        run_case testpmd "$rf" 2 "$burst"
+        [ $HAVE_OVS = 1 ] && run_case ovs "$rf" 2 "$burst"
+        run_case uswitch-bridge "$rf" 2 "$burst"
+        run_case uswitch-xconnect "$rf" 2 "$burst"
+        run_case uswitch-bridge "$rf" 16 "$burst"
+        run_case uswitch-xconnect "$rf" 16 "$burst"
+    done
+done
+
+for sw in testpmd ovs uswitch-bridge uswitch-xconnect; do
+    [ "$sw" = ovs ] && [ $HAVE_OVS = 0 ] && continue
+    latency_case "$sw"
+done
+
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" <<'EOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
+def num(s):
+    try: return float(s)
+    except ValueError: return None
+base = {}
+for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
+    if sw == "testpmd" and n == "2":
+        base[(rf, b)] = (num(mpps), num(agg), num(cyc))
+lines = [f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1.", "",
+         "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
+    bm, ba, bc = base.get((rf, b), (None, None, None))
+    a, c = num(agg), num(cyc)
+    r_m = f"{a / ba:.2f}x" if a and ba else "-"
+    r_c = f"{c / bc:.2f}x" if c and bc else "-"
+    lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {rcyc} | {note} |")
+lines.append("")
+lines.append("Ratios: aggregate Mpps and cycles/packet divided by testpmd io-fwd's (2 ports) with the same reflector and burst.")
+lat = [l.rstrip("\n").split("\t") for l in open(sys.argv[5]) if l.strip()]
+if lat:
+    lines += ["", "Latency: `uswitch-bench latency` paced at 1 Mpps total, 64 B, port 0 -> switch -> port 1 (one-way, us).", "",
+              "| switch | rx Mpps | p50 | p99 | p99.9 | max | note |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in lat:
+        r += [""] * (7 - len(r))
+        lines.append("| " + " | ".join(r[:6]) + " | " + " ".join(r[6:]) + " |")
+text = "\n".join(lines)
+print(text)
+if out:
+    open(out, "w").write(text + "\n")
+EOF
