@@ -62,6 +62,45 @@ pub struct PortConfig {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum PortKind {
     Memif(MemifConfig),
+    VhostUser(VhostUserConfig),
+}
+
+impl PortKind {
+    /// The Unix socket path of the port (memif or vhost-user).
+    pub fn socket(&self) -> &str {
+        match self {
+            PortKind::Memif(m) => &m.socket,
+            PortKind::VhostUser(v) => &v.socket,
+        }
+    }
+    /// Queue pairs the port is configured for.
+    pub fn queues(&self) -> u16 {
+        match self {
+            PortKind::Memif(m) => m.queues,
+            PortKind::VhostUser(v) => v.queues,
+        }
+    }
+}
+
+/// Which side of the vhost-user socket uswitch is. uswitch is always the vhost-user *backend*
+/// (the device); only who listens differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VhostUserMode {
+    /// uswitch listens; the frontend (DPDK virtio_user, QEMU `server=off`) connects.
+    Server,
+    /// uswitch connects to a listening frontend (`virtio_user ...,server=1`, QEMU `server=on`).
+    Client,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VhostUserConfig {
+    /// Socket path (filesystem path; vhost-user has no abstract sockets).
+    pub socket: String,
+    pub mode: VhostUserMode,
+    /// Queue pairs offered (1..=MAX_QUEUES); the frontend may use fewer.
+    #[serde(default = "default_queues")]
+    pub queues: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +199,9 @@ pub enum ConfigError {
 pub fn validate_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 32
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -188,7 +229,11 @@ impl VlanMode {
 
 impl BridgeConfig {
     pub fn new(name: &str) -> Self {
-        BridgeConfig { name: name.to_string(), aging_secs: default_aging(), fdb_max: default_fdb_max() }
+        BridgeConfig {
+            name: name.to_string(),
+            aging_secs: default_aging(),
+            fdb_max: default_fdb_max(),
+        }
     }
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
@@ -217,14 +262,20 @@ impl PortConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
         self.vlan.validate()?;
-        let bad = |msg: String| ConfigError::BadPort { port: self.name.clone(), msg };
+        let bad = |msg: String| ConfigError::BadPort {
+            port: self.name.clone(),
+            msg,
+        };
         match &self.kind {
             PortKind::Memif(m) => {
                 if m.socket.is_empty() || m.socket == "@" {
                     return Err(bad("socket path is empty".into()));
                 }
                 if !m.is_abstract() && !m.socket.starts_with('/') {
-                    return Err(bad(format!("socket path {:?} must be absolute or @abstract", m.socket)));
+                    return Err(bad(format!(
+                        "socket path {:?} must be absolute or @abstract",
+                        m.socket
+                    )));
                 }
                 if m.socket.len() > MAX_SUN_PATH {
                     return Err(bad(format!(
@@ -237,7 +288,10 @@ impl PortConfig {
                     return Err(bad("socket path contains a NUL byte".into()));
                 }
                 if m.queues == 0 || m.queues > MAX_QUEUES {
-                    return Err(bad(format!("queues must be 1..={MAX_QUEUES}, got {}", m.queues)));
+                    return Err(bad(format!(
+                        "queues must be 1..={MAX_QUEUES}, got {}",
+                        m.queues
+                    )));
                 }
                 if !(MIN_LOG2_RING..=MAX_LOG2_RING).contains(&m.ring_size) {
                     return Err(bad(format!(
@@ -255,6 +309,30 @@ impl PortConfig {
                     if s.len() > MAX_SECRET {
                         return Err(bad(format!("secret longer than {MAX_SECRET} bytes")));
                     }
+                }
+            }
+            PortKind::VhostUser(v) => {
+                if v.socket.is_empty() {
+                    return Err(bad("socket path is empty".into()));
+                }
+                if !v.socket.starts_with('/') {
+                    return Err(bad(format!("socket path {:?} must be absolute", v.socket)));
+                }
+                if v.socket.len() > MAX_SUN_PATH {
+                    return Err(bad(format!(
+                        "socket path is {} bytes, longer than the {} bytes sun_path allows",
+                        v.socket.len(),
+                        MAX_SUN_PATH
+                    )));
+                }
+                if v.socket.as_bytes().contains(&0) {
+                    return Err(bad("socket path contains a NUL byte".into()));
+                }
+                if v.queues == 0 || v.queues > MAX_QUEUES {
+                    return Err(bad(format!(
+                        "queues must be 1..={MAX_QUEUES}, got {}",
+                        v.queues
+                    )));
                 }
             }
         }
@@ -283,8 +361,13 @@ mod tests {
             r#"{"name":"p0","type":"memif","socket":"/run/a.sock","role":"server","bridge":"br0","vlan":{"access":10}}"#,
         )
         .unwrap();
-        let PortKind::Memif(m) = &p.kind;
-        assert_eq!((m.queues, m.ring_size, m.buffer_size, m.id), (1, 10, 2048, 0));
+        let PortKind::Memif(m) = &p.kind else {
+            panic!("not memif")
+        };
+        assert_eq!(
+            (m.queues, m.ring_size, m.buffer_size, m.id),
+            (1, 10, 2048, 0)
+        );
         assert_eq!(p.vlan, VlanMode::Access(10));
         p.validate().unwrap();
         let back: PortConfig = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
@@ -311,9 +394,39 @@ mod tests {
         p.vlan = VlanMode::Access(4095);
         assert_eq!(p.validate(), Err(ConfigError::BadVlan(4095)));
         p.vlan = VlanMode::None;
-        let PortKind::Memif(m) = &mut p.kind;
+        let PortKind::Memif(m) = &mut p.kind else {
+            panic!("not memif")
+        };
         m.socket = format!("/{}", "x".repeat(120));
         assert!(p.validate().unwrap_err().to_string().contains("sun_path"));
         assert!(validate_name("a b").is_err());
+    }
+
+    #[test]
+    fn vhost_user_port_config() {
+        let p: PortConfig = serde_json::from_str(
+            r#"{"name":"v0","type":"vhost-user","socket":"/run/v.sock","mode":"server","bridge":"br0"}"#,
+        )
+        .unwrap();
+        let PortKind::VhostUser(v) = &p.kind else {
+            panic!("not vhost-user")
+        };
+        assert_eq!((v.mode, v.queues), (VhostUserMode::Server, 1));
+        p.validate().unwrap();
+        let back: PortConfig = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        let mut bad = p.clone();
+        bad.kind = PortKind::VhostUser(VhostUserConfig {
+            socket: "rel.sock".into(),
+            mode: VhostUserMode::Client,
+            queues: 1,
+        });
+        assert!(bad.validate().unwrap_err().to_string().contains("absolute"));
+        bad.kind = PortKind::VhostUser(VhostUserConfig {
+            socket: "/a".into(),
+            mode: VhostUserMode::Client,
+            queues: 0,
+        });
+        assert!(bad.validate().unwrap_err().to_string().contains("queues"));
     }
 }

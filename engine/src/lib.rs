@@ -17,3 +17,4 @@ pub mod fakeport;
 pub mod memif;
 pub mod port;
 pub mod shm;
+pub mod vhost;

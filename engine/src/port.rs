@@ -34,7 +34,12 @@ pub struct PktRef {
 
 impl Default for PktRef {
     fn default() -> Self {
-        PktRef { len: 0, nsegs: 0, queue: 0, segs: [Seg::EMPTY; MAX_SEGS] }
+        PktRef {
+            len: 0,
+            nsegs: 0,
+            queue: 0,
+            segs: [Seg::EMPTY; MAX_SEGS],
+        }
     }
 }
 
@@ -132,7 +137,13 @@ impl<'a> PktReader<'a> {
                 (pkt.len - 4, [0; 4])
             }
         };
-        Some(PktReader { pkt, edit, out_pos: 0, out_len, tag })
+        Some(PktReader {
+            pkt,
+            edit,
+            out_pos: 0,
+            out_len,
+            tag,
+        })
     }
 
     /// Length of the packet as it will be sent.
@@ -347,7 +358,11 @@ mod tests {
             *b = i as u8;
         }
         let orig: Vec<u8> = src.bytes()[..100].to_vec();
-        for split in [vec![(0, 100)], vec![(0, 5), (5, 8), (13, 87)], vec![(0, 12), (12, 88)]] {
+        for split in [
+            vec![(0, 100)],
+            vec![(0, 5), (5, 8), (13, 87)],
+            vec![(0, 12), (12, 88)],
+        ] {
             let p = pkt_from(&src, &split);
             for dst in [7usize, 13, 64, 2048] {
                 assert_eq!(run(&p, VlanEdit::Keep, dst), orig);

@@ -27,7 +27,10 @@ pub struct SegMut {
 }
 
 impl Seg {
-    pub const EMPTY: Seg = Seg { ptr: std::ptr::null(), len: 0 };
+    pub const EMPTY: Seg = Seg {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
 
     /// # Safety
     /// `ptr..ptr+len` must be inside one live mapping for as long as this Seg is used.
@@ -74,14 +77,20 @@ impl Seg {
         if !self.ptr.is_null() {
             // SAFETY: prefetch never faults, even on a bad address.
             unsafe {
-                std::arch::x86_64::_mm_prefetch(self.ptr as *const i8, std::arch::x86_64::_MM_HINT_T0)
+                std::arch::x86_64::_mm_prefetch(
+                    self.ptr as *const i8,
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
             };
         }
     }
 }
 
 impl SegMut {
-    pub const EMPTY: SegMut = SegMut { ptr: std::ptr::null_mut(), len: 0 };
+    pub const EMPTY: SegMut = SegMut {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+    };
 
     /// # Safety
     /// `ptr..ptr+len` must be inside one live writable mapping for as long as this SegMut is used.
@@ -124,7 +133,10 @@ impl SegMut {
     /// The same bytes, read-only.
     #[inline]
     pub fn as_seg(&self) -> Seg {
-        Seg { ptr: self.ptr, len: self.len }
+        Seg {
+            ptr: self.ptr,
+            len: self.len,
+        }
     }
 }
 
@@ -136,7 +148,9 @@ pub struct HeapBuf {
 
 impl HeapBuf {
     pub fn new(len: usize) -> Self {
-        HeapBuf { buf: vec![0u8; len].into_boxed_slice() }
+        HeapBuf {
+            buf: vec![0u8; len].into_boxed_slice(),
+        }
     }
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -178,10 +192,12 @@ pub fn tsc() -> u64 {
     #[cfg(not(target_arch = "x86_64"))]
     {
         static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos() as u64
     }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Mapped shared regions (memif memory).
@@ -227,11 +243,17 @@ pub enum ShmError {
     #[error("peer region file is {actual} bytes, smaller than the announced {announced}")]
     TooSmall { announced: u64, actual: u64 },
     #[error("{what}: {err}")]
-    Sys { what: &'static str, err: std::io::Error },
+    Sys {
+        what: &'static str,
+        err: std::io::Error,
+    },
 }
 
 fn sys(what: &'static str) -> ShmError {
-    ShmError::Sys { what, err: std::io::Error::last_os_error() }
+    ShmError::Sys {
+        what,
+        err: std::io::Error::last_os_error(),
+    }
 }
 
 /// A shared-memory mapping (read/write, MAP_SHARED) together with the fd backing it.
@@ -246,6 +268,11 @@ pub struct MmapRegion {
 // indices, copies for everything else), and within this process a region has one owner (a port,
 // moved into the dataplane worker).
 unsafe impl Send for MmapRegion {}
+// SAFETY: every `&self` method only reads the immutable ptr/len/fd or hands out bounds-checked
+// Segs / atomics. Bytes behind the mapping are already written concurrently by the peer process,
+// so a second thread of ours holding `&MmapRegion` (vhost-user: the control thread keeps an `Arc`
+// of the memory table the worker uses) adds no new kind of access.
+unsafe impl Sync for MmapRegion {}
 
 fn hugetlbfs_has_pages(pages: usize) -> bool {
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
@@ -289,9 +316,14 @@ impl MmapRegion {
     fn alloc_hugetlbfs(len: usize, name: &str) -> Result<MmapRegion, ShmError> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let clean: String =
-            name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        let path = format!("{HUGETLBFS_DIR}/uswitch-{clean}-{}-{seq}", std::process::id());
+        let clean: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = format!(
+            "{HUGETLBFS_DIR}/uswitch-{clean}-{}-{seq}",
+            std::process::id()
+        );
         let cpath = std::ffi::CString::new(path).map_err(|_| ShmError::BadSize(len as u64))?;
         // SAFETY: cpath is a valid C string; the returned fd is checked below.
         let raw = unsafe {
@@ -353,7 +385,10 @@ impl MmapRegion {
         let st = unsafe { st.assume_init() };
         let actual = st.st_size.max(0) as u64;
         if actual < size {
-            return Err(ShmError::TooSmall { announced: size, actual });
+            return Err(ShmError::TooSmall {
+                announced: size,
+                actual,
+            });
         }
         Self::map(fd, size as usize)
     }
@@ -373,7 +408,11 @@ impl MmapRegion {
         if p == libc::MAP_FAILED {
             return Err(sys("mmap region"));
         }
-        Ok(MmapRegion { ptr: p as *mut u8, len, fd })
+        Ok(MmapRegion {
+            ptr: p as *mut u8,
+            len,
+            fd,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -413,7 +452,8 @@ impl MmapRegion {
     /// or misaligned.
     #[inline]
     pub fn atomic_u16(&self, off: usize) -> Option<&AtomicU16> {
-        if !self.check(off, 2) || (self.ptr as usize + off) & (std::mem::align_of::<AtomicU16>() - 1) != 0
+        if !self.check(off, 2)
+            || (self.ptr as usize + off) & (std::mem::align_of::<AtomicU16>() - 1) != 0
         {
             return None;
         }
@@ -434,7 +474,12 @@ impl Drop for MmapRegion {
 
 impl std::fmt::Debug for MmapRegion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MmapRegion({} bytes, fd {})", self.len, self.fd.as_raw_fd())
+        write!(
+            f,
+            "MmapRegion({} bytes, fd {})",
+            self.len,
+            self.fd.as_raw_fd()
+        )
     }
 }
 
@@ -447,7 +492,10 @@ impl std::fmt::Debug for MmapRegion {
 /// socket is non-blocking and close-on-exec.
 pub fn accept_owned(listener: BorrowedFd<'_>) -> std::io::Result<Option<OwnedFd>> {
     use nix::sys::socket::{accept4, SockFlag};
-    match accept4(listener.as_raw_fd(), SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+    match accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    ) {
         // SAFETY: accept4 just returned this fd; nothing else owns it.
         Ok(raw) => Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) })),
         Err(nix::errno::Errno::EAGAIN) => Ok(None),
@@ -489,7 +537,11 @@ pub fn recv_owned(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<Optio
         }
     }
     let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-    Ok(Some(Received { len: msg.bytes, truncated, fds }))
+    Ok(Some(Received {
+        len: msg.bytes,
+        truncated,
+        fds,
+    }))
 }
 
 #[cfg(test)]
@@ -532,7 +584,9 @@ mod tests {
         assert!(r.seg(r.len() - 1, 2).is_none());
         assert!(r.atomic_u16(1).is_none());
         assert!(r.atomic_u16(r.len() - 1).is_none());
-        r.atomic_u16(6).unwrap().store(0xabcd, std::sync::atomic::Ordering::Release);
+        r.atomic_u16(6)
+            .unwrap()
+            .store(0xabcd, std::sync::atomic::Ordering::Release);
 
         // Map the same memory a second time through a dup of the fd, as a peer would.
         let dup = r.fd().try_clone_to_owned().unwrap();
@@ -541,12 +595,23 @@ mod tests {
         let mut out = [0u8; 4];
         peer.seg(100, 4).unwrap().read(0, &mut out);
         assert_eq!(out, [9, 8, 7, 6]);
-        assert_eq!(peer.atomic_u16(6).unwrap().load(std::sync::atomic::Ordering::Acquire), 0xabcd);
+        assert_eq!(
+            peer.atomic_u16(6)
+                .unwrap()
+                .load(std::sync::atomic::Ordering::Acquire),
+            0xabcd
+        );
 
         // Announced size larger than the file: clean error.
         let dup = r.fd().try_clone_to_owned().unwrap();
-        assert!(matches!(MmapRegion::from_fd(dup, len + 1), Err(ShmError::TooSmall { .. })));
+        assert!(matches!(
+            MmapRegion::from_fd(dup, len + 1),
+            Err(ShmError::TooSmall { .. })
+        ));
         let dup = r.fd().try_clone_to_owned().unwrap();
-        assert!(matches!(MmapRegion::from_fd(dup, 0), Err(ShmError::BadSize(0))));
+        assert!(matches!(
+            MmapRegion::from_fd(dup, 0),
+            Err(ShmError::BadSize(0))
+        ));
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uswitch::config::{PortConfig, PortKind};
+use uswitch::config::PortConfig;
 use uswitch::control::api::{ApiError, ErrorCode, PortEntry, Request, Response};
 use uswitch::port::PortInfo;
 
@@ -62,11 +62,11 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
                     return err(ErrorCode::NotFound, format!("bridge {b} not found"));
                 }
             }
-            let PortKind::Memif(m) = &port.kind;
-            let listener = if m.role == uswitch::config::MemifRole::Server {
-                match UnixListener::bind(&m.socket) {
+            let (socket, listens) = socket_of(&port);
+            let listener = if listens {
+                match UnixListener::bind(&socket) {
                     Ok(l) => Some(l),
-                    Err(e) => return err(ErrorCode::Io, format!("bind {}: {e}", m.socket)),
+                    Err(e) => return err(ErrorCode::Io, format!("bind {socket}: {e}")),
                 }
             } else {
                 None
@@ -81,9 +81,9 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
         }
         Request::PortDel { name } => match s.ports.remove(&name) {
             Some((p, _)) => {
-                let PortKind::Memif(m) = &p.kind;
-                if m.role == uswitch::config::MemifRole::Server {
-                    let _ = std::fs::remove_file(&m.socket);
+                let (socket, listens) = socket_of(&p);
+                if listens {
+                    let _ = std::fs::remove_file(&socket);
                 }
                 s.xconnects.retain(|(a, b)| *a != name && *b != name);
                 Response::ok(serde_json::Value::Null)
@@ -116,10 +116,22 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
     }
 }
 
+/// Socket path and whether uswitch listens there, for any port kind (via the wire format:
+/// memif `role`, vhost-user `mode`).
+pub fn socket_of(p: &PortConfig) -> (String, bool) {
+    let v = serde_json::to_value(&p.kind).unwrap();
+    let socket = v["socket"].as_str().unwrap_or_default().to_string();
+    let listens = v["role"] == "server" || v["mode"] == "server";
+    (socket, listens)
+}
+
 fn info(p: &PortConfig) -> PortInfo {
     PortInfo {
         name: p.name.clone(),
-        kind: "memif".into(),
+        kind: serde_json::to_value(&p.kind).unwrap()["type"]
+            .as_str()
+            .unwrap_or("memif")
+            .into(),
         link_up: false,
         peer_name: None,
         peer_version: None,

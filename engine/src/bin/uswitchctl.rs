@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use uswitch::config::{
-    BridgeConfig, MemifConfig, MemifMode, MemifRole, PortConfig, PortKind, VlanMode, MAX_LOG2_RING,
-    MIN_LOG2_RING,
+    BridgeConfig, MemifConfig, MemifMode, MemifRole, PortConfig, PortKind, VhostUserConfig,
+    VhostUserMode, VlanMode, MAX_LOG2_RING, MIN_LOG2_RING,
 };
 use uswitch::control::api::{FdbEntry, PortEntry, Request, ShowResult, WorkerStats};
 use uswitch::control::client::{call, ClientError, DEFAULT_CONTROL};
@@ -85,6 +85,7 @@ enum BridgeCmd {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PortType {
     Memif,
+    VhostUser,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -93,11 +94,14 @@ enum RoleArg {
     Client,
 }
 
+/// memif: ethernet|ip|punt; vhost-user: server|client.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ModeArg {
     Ethernet,
     Ip,
     Punt,
+    Server,
+    Client,
 }
 
 #[derive(Args, Debug)]
@@ -108,27 +112,29 @@ struct PortAddArgs {
     /// Socket path (absolute), or @name for an abstract socket.
     #[arg(long, value_name = "PATH")]
     socket: String,
-    /// server: uswitch listens and the peer allocates memory; client: uswitch connects.
+    /// memif: server (uswitch listens, the peer allocates memory) or client (uswitch connects).
     #[arg(long, value_enum)]
-    role: RoleArg,
-    /// memif interface id (must match the peer's).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    id: u32,
+    role: Option<RoleArg>,
+    /// memif interface id (must match the peer's) [memif default: 0].
+    #[arg(long, value_name = "N")]
+    id: Option<u32>,
     /// memif secret (at most 24 bytes; the peer must send the same).
     #[arg(long, value_name = "S")]
     secret: Option<String>,
     /// Queue pairs.
     #[arg(long, value_name = "N", default_value_t = uswitch::config::default_queues())]
     queues: u16,
-    /// Ring size as log2 of slots (10 = 1024, like DPDK rsize), or a slot count (power of two).
-    #[arg(long, value_name = "N", value_parser = parse_ring_size, default_value = "10")]
-    ring_size: u8,
-    /// Buffer size in bytes.
-    #[arg(long, value_name = "N", default_value_t = uswitch::config::default_buffer_size())]
-    buffer_size: u32,
-    /// memif interface mode.
-    #[arg(long, value_enum, default_value = "ethernet")]
-    mode: ModeArg,
+    /// memif ring size as log2 of slots (10 = 1024, like DPDK rsize), or a slot count (power
+    /// of two) [memif default: 10].
+    #[arg(long, value_name = "N", value_parser = parse_ring_size)]
+    ring_size: Option<u8>,
+    /// memif buffer size in bytes [memif default: 2048].
+    #[arg(long, value_name = "N")]
+    buffer_size: Option<u32>,
+    /// memif interface mode (ethernet|ip|punt, default ethernet); vhost-user: server (uswitch
+    /// listens, the frontend connects) or client (uswitch connects to a server=1 frontend).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
     /// Attach to this bridge.
     #[arg(long, value_name = "B")]
     bridge: Option<String>,
@@ -222,32 +228,93 @@ fn parse_ring_size(s: &str) -> Result<u8, String> {
     ))
 }
 
+/// Checks option combinations clap cannot express (which options belong to which port type).
+fn check_port_add(a: &PortAddArgs) -> Result<(), String> {
+    match a.kind {
+        PortType::Memif => {
+            if a.role.is_none() {
+                return Err("memif ports need --role server|client".into());
+            }
+            if matches!(a.mode, Some(ModeArg::Server | ModeArg::Client)) {
+                return Err("memif --mode is ethernet, ip or punt (the side is --role)".into());
+            }
+        }
+        PortType::VhostUser => {
+            if !matches!(a.mode, Some(ModeArg::Server | ModeArg::Client)) {
+                return Err("vhost-user ports need --mode server|client".into());
+            }
+            let memif_only = [
+                (a.role.is_some(), "--role"),
+                (a.id.is_some(), "--id"),
+                (a.secret.is_some(), "--secret"),
+                (a.ring_size.is_some(), "--ring-size"),
+                (a.buffer_size.is_some(), "--buffer-size"),
+            ];
+            if let Some((_, opt)) = memif_only.iter().find(|(given, _)| *given) {
+                return Err(format!("{opt} applies to memif ports only"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses the command line, then checks per-type options (usage error, exit code 2).
+fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::CommandFactory;
+    let cli = Cli::try_parse_from(args)?;
+    if let Cmd::Port {
+        cmd: PortCmd::Add(a),
+    } = &cli.cmd
+    {
+        if let Err(msg) = check_port_add(a) {
+            return Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg));
+        }
+    }
+    Ok(cli)
+}
+
 fn port_config(a: PortAddArgs) -> PortConfig {
-    let PortType::Memif = a.kind;
     let vlan = match (a.vlan, a.trunk) {
         (Some(v), _) => VlanMode::Access(v),
         (None, Some(l)) => VlanMode::Trunk(l.0),
         (None, None) => VlanMode::None,
     };
-    PortConfig {
-        name: a.name,
-        kind: PortKind::Memif(MemifConfig {
+    let kind = match a.kind {
+        PortType::Memif => PortKind::Memif(MemifConfig {
             socket: a.socket,
             role: match a.role {
-                RoleArg::Server => MemifRole::Server,
-                RoleArg::Client => MemifRole::Client,
+                Some(RoleArg::Client) => MemifRole::Client,
+                _ => MemifRole::Server,
             },
-            id: a.id,
+            id: a.id.unwrap_or(0),
             secret: a.secret,
             queues: a.queues,
-            ring_size: a.ring_size,
-            buffer_size: a.buffer_size,
+            ring_size: a.ring_size.unwrap_or(uswitch::config::default_ring_size()),
+            buffer_size: a
+                .buffer_size
+                .unwrap_or(uswitch::config::default_buffer_size()),
             mode: match a.mode {
-                ModeArg::Ethernet => MemifMode::Ethernet,
-                ModeArg::Ip => MemifMode::Ip,
-                ModeArg::Punt => MemifMode::Punt,
+                Some(ModeArg::Ip) => MemifMode::Ip,
+                Some(ModeArg::Punt) => MemifMode::Punt,
+                _ => MemifMode::Ethernet,
             },
         }),
+        PortType::VhostUser => PortKind::VhostUser(VhostUserConfig {
+            socket: a.socket,
+            mode: match a.mode {
+                Some(ModeArg::Client) => VhostUserMode::Client,
+                _ => VhostUserMode::Server,
+            },
+            queues: a.queues,
+        }),
+    };
+    PortConfig {
+        name: a.name,
+        kind,
         bridge: a.bridge,
         vlan,
     }
@@ -363,7 +430,10 @@ fn run(cli: Cli) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(text) => {
             print!("{text}");
@@ -381,7 +451,44 @@ mod tests {
     use super::*;
 
     fn parse(args: &str) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("uswitchctl").chain(args.split_whitespace()))
+        parse_cli(std::iter::once("uswitchctl").chain(args.split_whitespace()))
+    }
+
+    #[test]
+    fn port_add_vhost_user() {
+        let Request::PortAdd { port } = req(
+            "port add v0 vhost-user --socket /run/v.sock --mode client --queues 2 --bridge br0",
+        ) else {
+            panic!()
+        };
+        let PortKind::VhostUser(v) = &port.kind else {
+            panic!("not vhost-user")
+        };
+        assert_eq!(
+            (v.socket.as_str(), v.mode, v.queues),
+            ("/run/v.sock", VhostUserMode::Client, 2)
+        );
+        assert_eq!(port.bridge.as_deref(), Some("br0"));
+        let Request::PortAdd { port } = req("port add v1 vhost-user --socket /v --mode server")
+        else {
+            panic!()
+        };
+        let PortKind::VhostUser(v) = &port.kind else {
+            panic!("not vhost-user")
+        };
+        assert_eq!((v.mode, v.queues), (VhostUserMode::Server, 1));
+        // Wrong or missing per-type options are usage errors (exit code 2).
+        for bad in [
+            "port add v vhost-user --socket /v",
+            "port add v vhost-user --socket /v --mode ip",
+            "port add v vhost-user --socket /v --mode server --role server",
+            "port add v vhost-user --socket /v --mode server --ring-size 10",
+            "port add m memif --socket /m",
+            "port add m memif --socket /m --role server --mode client",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
     }
 
     fn req(args: &str) -> Request {
@@ -420,7 +527,9 @@ mod tests {
         let Request::PortAdd { port } = r else {
             panic!("{r:?}")
         };
-        let PortKind::Memif(m) = &port.kind;
+        let PortKind::Memif(m) = &port.kind else {
+            panic!("not memif")
+        };
         assert_eq!(
             (m.role, m.id, m.queues, m.ring_size, m.buffer_size),
             (MemifRole::Client, 3, 2, 8, 4096)
@@ -434,7 +543,9 @@ mod tests {
             panic!()
         };
         assert_eq!(port.vlan, VlanMode::Access(7));
-        let PortKind::Memif(m) = &port.kind;
+        let PortKind::Memif(m) = &port.kind else {
+            panic!("not memif")
+        };
         assert_eq!(
             (m.ring_size, m.queues, m.mode),
             (10, 1, MemifMode::Ethernet)

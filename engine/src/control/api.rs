@@ -71,7 +71,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -86,16 +89,27 @@ pub struct Response {
 
 impl Response {
     pub fn ok(v: serde_json::Value) -> Self {
-        Response { ok: true, result: Some(v), error: None }
+        Response {
+            ok: true,
+            result: Some(v),
+            error: None,
+        }
     }
     pub fn err(e: ApiError) -> Self {
-        Response { ok: false, result: None, error: Some(e) }
+        Response {
+            ok: false,
+            result: None,
+            error: Some(e),
+        }
     }
     pub fn into_result(self) -> Result<serde_json::Value, ApiError> {
         match (self.ok, self.error) {
             (true, _) => Ok(self.result.unwrap_or(serde_json::Value::Null)),
             (false, Some(e)) => Err(e),
-            (false, None) => Err(ApiError::new(ErrorCode::Internal, "error response without error")),
+            (false, None) => Err(ApiError::new(
+                ErrorCode::Internal,
+                "error response without error",
+            )),
         }
     }
 }
@@ -173,9 +187,20 @@ mod tests {
     #[test]
     fn request_wire_format() {
         let r: Request = serde_json::from_str(r#"{"cmd":"bridge_add","name":"br0"}"#).unwrap();
-        assert_eq!(r, Request::BridgeAdd { bridge: BridgeConfig::new("br0") });
+        assert_eq!(
+            r,
+            Request::BridgeAdd {
+                bridge: BridgeConfig::new("br0")
+            }
+        );
         let r: Request = serde_json::from_str(r#"{"cmd":"stats"}"#).unwrap();
-        assert_eq!(r, Request::Stats { port: None, clear: false });
+        assert_eq!(
+            r,
+            Request::Stats {
+                port: None,
+                clear: false
+            }
+        );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
         let j = serde_json::to_string(&Request::PortDel { name: "a".into() }).unwrap();
         assert_eq!(j, r#"{"cmd":"port_del","name":"a"}"#);

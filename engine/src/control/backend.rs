@@ -14,6 +14,7 @@ use crate::control::api::{BridgeEntry, FdbEntry, WorkerStats};
 use crate::dataplane::{Attach, Dataplane, DpError};
 use crate::memif::MemifPort;
 use crate::port::{Port, PortInfo, PortStats};
+use crate::vhost::VhostUserPort;
 
 /// The dataplane operations the control plane uses. Implemented by [`Dataplane`] (the real
 /// polling worker) and by [`super::fake::FakeBackend`].
@@ -76,10 +77,15 @@ impl Backend for Dataplane {
 /// (e.g. "bind /run/x.sock: permission denied"). Server ports must bind before returning.
 pub type PortFactory = Box<dyn Fn(&PortConfig) -> Result<Box<dyn Port>, String> + Send>;
 
-/// The real factory: memif ports via [`MemifPort::new`].
+/// The real factory: memif ports via [`MemifPort::new`], vhost-user ports via
+/// [`VhostUserPort::new`].
 pub fn real_port_factory() -> PortFactory {
     Box::new(|pc: &PortConfig| match &pc.kind {
         PortKind::Memif(m) => match MemifPort::new(&pc.name, m) {
+            Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
+            Err(e) => Err(e.to_string()),
+        },
+        PortKind::VhostUser(v) => match VhostUserPort::new(&pc.name, v) {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
         },

@@ -219,9 +219,7 @@ pub struct FakePort {
 
 impl FakePort {
     pub fn new(cfg: &PortConfig) -> Self {
-        let queues = match &cfg.kind {
-            PortKind::Memif(m) => m.queues as usize,
-        };
+        let queues = cfg.kind.queues() as usize;
         let stats = PortStats {
             name: cfg.name.clone(),
             queues: vec![QueueStats::default(); queues],
@@ -268,19 +266,31 @@ impl Port for FakePort {
     }
     fn info(&self) -> PortInfo {
         let mut details = serde_json::Map::new();
-        let PortKind::Memif(m) = &self.cfg.kind;
-        let role = match m.role {
-            MemifRole::Server => "server",
-            MemifRole::Client => "client",
+        let kind = match &self.cfg.kind {
+            PortKind::Memif(m) => {
+                let role = match m.role {
+                    MemifRole::Server => "server",
+                    MemifRole::Client => "client",
+                };
+                details.insert("role".into(), role.into());
+                details.insert("id".into(), m.id.into());
+                "memif"
+            }
+            PortKind::VhostUser(v) => {
+                let mode = match v.mode {
+                    crate::config::VhostUserMode::Server => "server",
+                    crate::config::VhostUserMode::Client => "client",
+                };
+                details.insert("mode".into(), mode.into());
+                "vhost-user"
+            }
         };
-        details.insert("role".into(), role.into());
-        details.insert("socket".into(), m.socket.clone().into());
-        details.insert("id".into(), m.id.into());
-        details.insert("queues".into(), m.queues.into());
+        details.insert("socket".into(), self.cfg.kind.socket().into());
+        details.insert("queues".into(), self.cfg.kind.queues().into());
         details.insert("memory".into(), "fake".into());
         PortInfo {
             name: self.cfg.name.clone(),
-            kind: "memif".into(),
+            kind: kind.into(),
             link_up: false,
             details,
             ..PortInfo::default()
@@ -293,13 +303,17 @@ impl Port for FakePort {
 /// does not exist (nothing is bound, so no file is created).
 pub fn fake_port_factory() -> PortFactory {
     Box::new(|pc: &PortConfig| {
-        let PortKind::Memif(m) = &pc.kind;
-        if m.role == MemifRole::Server && !m.is_abstract() {
-            let dir = Path::new(&m.socket).parent().unwrap_or(Path::new("/"));
+        let binds = match &pc.kind {
+            PortKind::Memif(m) => m.role == MemifRole::Server && !m.is_abstract(),
+            PortKind::VhostUser(v) => v.mode == crate::config::VhostUserMode::Server,
+        };
+        if binds {
+            let socket = pc.kind.socket();
+            let dir = Path::new(socket).parent().unwrap_or(Path::new("/"));
             if !dir.is_dir() {
                 return Err(format!(
                     "bind {}: directory {} does not exist",
-                    m.socket,
+                    socket,
                     dir.display()
                 ));
             }

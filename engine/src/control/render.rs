@@ -87,10 +87,21 @@ pub fn ports(entries: &[PortEntry]) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            let PortKind::Memif(m) = &e.config.kind;
-            let role = match m.role {
-                MemifRole::Server => "server",
-                MemifRole::Client => "client",
+            let (role, socket) = match &e.config.kind {
+                PortKind::Memif(m) => {
+                    let role = match m.role {
+                        MemifRole::Server => "server",
+                        MemifRole::Client => "client",
+                    };
+                    (role, format!("{} id {}", m.socket, m.id))
+                }
+                PortKind::VhostUser(v) => {
+                    let mode = match v.mode {
+                        crate::config::VhostUserMode::Server => "server",
+                        crate::config::VhostUserMode::Client => "client",
+                    };
+                    (mode, v.socket.clone())
+                }
             };
             let peer = match (&e.info.peer_name, &e.info.peer_version) {
                 (Some(n), Some(v)) => format!("{n} ({v})"),
@@ -103,7 +114,7 @@ pub fn ports(entries: &[PortEntry]) -> String {
                 role.into(),
                 if e.info.link_up { "up" } else { "down" }.into(),
                 attach_col(e),
-                format!("{} id {}", m.socket, m.id),
+                socket,
                 detail(e, &["memory", "memory_backing", "backing"]),
                 peer,
             ]

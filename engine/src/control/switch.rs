@@ -144,11 +144,19 @@ pub fn check_port_add(m: &SwitchConfig, p: &PortConfig) -> Result<(), SwitchErro
     }
     // Two servers on one path would steal each other's socket; two clients with the same
     // socket and id would fight over one peer interface. A server and a client on the same
-    // path (a loop through the switch) is allowed.
-    let PortKind::Memif(new) = &p.kind;
+    // path (a loop through the switch) is allowed. vhost-user sockets are never shared.
     for other in &m.ports {
-        let PortKind::Memif(o) = &other.kind;
-        if o.socket != new.socket || o.role != new.role {
+        if other.kind.socket() != p.kind.socket() {
+            continue;
+        }
+        let (PortKind::Memif(new), PortKind::Memif(o)) = (&p.kind, &other.kind) else {
+            return Err(SwitchError::Conflict(format!(
+                "socket {} is already used by port {}",
+                p.kind.socket(),
+                other.name
+            )));
+        };
+        if o.role != new.role {
             continue;
         }
         if new.role == MemifRole::Server {

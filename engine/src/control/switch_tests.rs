@@ -82,9 +82,10 @@ fn validation_rejects_before_creating_anything() {
     // A client on our own server socket (a loop) is fine; two clients need different ids.
     let client = |name: &str, id: u32| {
         let mut c = port(name, "/tmp/x0.sock");
-        let PortKind::Memif(m) = &mut c.kind;
-        m.role = crate::config::MemifRole::Client;
-        m.id = id;
+        if let PortKind::Memif(m) = &mut c.kind {
+            m.role = crate::config::MemifRole::Client;
+            m.id = id;
+        }
         c
     };
     sw.add_port(client("c0", 0)).unwrap();
@@ -333,7 +334,9 @@ fn stats_and_fdb_need_existing_objects() {
     let (mut sw, _, _) = switch(None);
     sw.add_bridge(BridgeConfig::new("br0")).unwrap();
     let mut p = port("p0", "/tmp/p0.sock");
-    let PortKind::Memif(m) = &mut p.kind;
+    let PortKind::Memif(m) = &mut p.kind else {
+        panic!("not memif")
+    };
     m.queues = 2;
     sw.add_port(p).unwrap();
     let s = sw.stats(Some("p0"), false).unwrap();

@@ -41,10 +41,18 @@ pub struct Fail {
 
 impl Fail {
     pub fn protocol(reason: impl Into<String>) -> Fail {
-        Fail { reason: reason.into(), notify: true, error: true }
+        Fail {
+            reason: reason.into(),
+            notify: true,
+            error: true,
+        }
     }
     pub fn closed(reason: impl Into<String>) -> Fail {
-        Fail { reason: reason.into(), notify: false, error: false }
+        Fail {
+            reason: reason.into(),
+            notify: false,
+            error: false,
+        }
     }
 }
 
@@ -250,7 +258,11 @@ impl Session {
         let Some(ring) = Ring::new(r.region, region, r.offset as usize, r.log2_ring_size) else {
             return Err(Fail::protocol("Ring outside its region"));
         };
-        let list = if r.dir == RingDir::C2S { &mut self.c2s } else { &mut self.s2c };
+        let list = if r.dir == RingDir::C2S {
+            &mut self.c2s
+        } else {
+            &mut self.s2c
+        };
         let idx = usize::from(r.index);
         if list.len() <= idx {
             list.resize_with(idx + 1, || None);
@@ -258,7 +270,11 @@ impl Session {
         if list[idx].is_some() {
             return Err(Fail::protocol("Duplicate ring index"));
         }
-        list[idx] = Some(RingSetup { ring, irq: Some(fd), bufs: None });
+        list[idx] = Some(RingSetup {
+            ring,
+            irq: Some(fd),
+            bufs: None,
+        });
         self.log2 = r.log2_ring_size;
         self.send(&Msg::Ack, None)
     }
@@ -283,10 +299,16 @@ impl Session {
         }
         for rs in self.s2c.drain(..).flatten() {
             let region = &self.regions[usize::from(rs.ring.region)];
-            self.tx.push(TxQueue::server(rs.ring, rs.ring.load_tail(region), rs.irq));
+            self.tx
+                .push(TxQueue::server(rs.ring, rs.ring.load_tail(region), rs.irq));
         }
         self.peer_if_name = Some(peer.to_string_lossy());
-        self.send(&Msg::Connected { if_name: Name::new(if_name) }, None)?;
+        self.send(
+            &Msg::Connected {
+                if_name: Name::new(if_name),
+            },
+            None,
+        )?;
         self.phase = Phase::Up;
         Ok(())
     }
@@ -331,10 +353,20 @@ impl Session {
                 }),
                 FdRef::None,
             ),
-            (Msg::AddRegion(AddRegion { index: 0, size: region_len as u64 }), FdRef::Region(0)),
+            (
+                Msg::AddRegion(AddRegion {
+                    index: 0,
+                    size: region_len as u64,
+                }),
+                FdRef::Region(0),
+            ),
         ];
         for k in 0..nrings {
-            let (dir, idx) = if k < n_c2s { (RingDir::C2S, k) } else { (RingDir::S2C, k - n_c2s) };
+            let (dir, idx) = if k < n_c2s {
+                (RingDir::C2S, k)
+            } else {
+                (RingDir::S2C, k - n_c2s)
+            };
             let Some(ring) = Ring::new(0, r, k * ring_sz, log2) else {
                 return Err(Fail::protocol("internal: ring layout does not fit"));
             };
@@ -366,7 +398,11 @@ impl Session {
                 log2_ring_size: log2,
                 private_hdr_size: 0,
             });
-            let setup = RingSetup { ring, irq: Some(irq), bufs: Some(bufs) };
+            let setup = RingSetup {
+                ring,
+                irq: Some(irq),
+                bufs: Some(bufs),
+            };
             if dir == RingDir::C2S {
                 self.c2s.push(Some(setup));
                 outbox.push((msg, FdRef::C2s(idx)));
@@ -375,7 +411,12 @@ impl Session {
                 outbox.push((msg, FdRef::S2c(idx)));
             }
         }
-        outbox.push((Msg::Connect { if_name: Name::new(if_name) }, FdRef::None));
+        outbox.push((
+            Msg::Connect {
+                if_name: Name::new(if_name),
+            },
+            FdRef::None,
+        ));
         self.outbox = outbox;
         self.send_next(0)
     }
@@ -386,7 +427,10 @@ impl Session {
             return Err(Fail::protocol("Unexpected ACK"));
         };
         fn ring_fd(l: &[Option<RingSetup>], j: usize) -> Option<std::os::fd::BorrowedFd<'_>> {
-            l.get(j).and_then(|r| r.as_ref()).and_then(|r| r.irq.as_ref()).map(|f| f.as_fd())
+            l.get(j)
+                .and_then(|r| r.as_ref())
+                .and_then(|r| r.irq.as_ref())
+                .map(|f| f.as_fd())
         }
         let fd = match fdref {
             FdRef::None => None,
@@ -396,8 +440,11 @@ impl Session {
         };
         socket::send(&self.sock, &msg, fd)
             .map_err(|e| Fail::closed(format!("send {}: {e}", msg.kind())))?;
-        self.phase =
-            if i + 1 == self.outbox.len() { Phase::WaitConnected } else { Phase::Sending(i + 1) };
+        self.phase = if i + 1 == self.outbox.len() {
+            Phase::WaitConnected
+        } else {
+            Phase::Sending(i + 1)
+        };
         Ok(())
     }
 

@@ -95,8 +95,12 @@ impl RawClient {
         socket::send(&sock, &init(id), None).unwrap();
         assert_eq!(expect_msg(server, &sock), Msg::Ack);
         let size = region.len() as u64;
-        socket::send(&sock, &Msg::AddRegion(AddRegion { index: 0, size }), Some(region.fd()))
-            .unwrap();
+        socket::send(
+            &sock,
+            &Msg::AddRegion(AddRegion { index: 0, size }),
+            Some(region.fd()),
+        )
+        .unwrap();
         assert_eq!(expect_msg(server, &sock), Msg::Ack);
         for (dir, off, fd) in [(RingDir::C2S, 0, &irq_c2s), (RingDir::S2C, rb, &irq_s2c)] {
             let m = Msg::AddRing(AddRing {
@@ -110,10 +114,25 @@ impl RawClient {
             socket::send(&sock, &m, Some(fd.as_fd())).unwrap();
             assert_eq!(expect_msg(server, &sock), Msg::Ack);
         }
-        socket::send(&sock, &Msg::Connect { if_name: Name::new("raw0") }, None).unwrap();
+        socket::send(
+            &sock,
+            &Msg::Connect {
+                if_name: Name::new("raw0"),
+            },
+            None,
+        )
+        .unwrap();
         assert!(matches!(expect_msg(server, &sock), Msg::Connected { .. }));
         assert!(server.link_up());
-        RawClient { sock, region, c2s, s2c, _irq_c2s: irq_c2s, irq_s2c, bufs }
+        RawClient {
+            sock,
+            region,
+            c2s,
+            s2c,
+            _irq_c2s: irq_c2s,
+            irq_s2c,
+            bufs,
+        }
     }
 
     fn buf_off(&self, ring: u32, slot: u32) -> u32 {
@@ -156,7 +175,15 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    socket::send(&s, &Msg::AddRegion(AddRegion { index: 0, size: 4096 }), None).unwrap();
+    socket::send(
+        &s,
+        &Msg::AddRegion(AddRegion {
+            index: 0,
+            size: 4096,
+        }),
+        None,
+    )
+    .unwrap();
     expect_disconnect(&mut server, &s, "Missing region fd");
 
     // 4. ADD_REGION larger than the file behind the fd.
@@ -164,7 +191,10 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let big = Msg::AddRegion(AddRegion { index: 0, size: 1 << 30 });
+    let big = Msg::AddRegion(AddRegion {
+        index: 0,
+        size: 1 << 30,
+    });
     socket::send(&s, &big, Some(region.fd())).unwrap();
     expect_disconnect(&mut server, &s, "Cannot map region");
 
@@ -172,7 +202,10 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let add = Msg::AddRegion(AddRegion { index: 0, size: region.len() as u64 });
+    let add = Msg::AddRegion(AddRegion {
+        index: 0,
+        size: region.len() as u64,
+    });
     socket::send(&s, &add, Some(region.fd())).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
     let efd: OwnedFd = EventFd::new().unwrap().into();
@@ -191,7 +224,14 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
     let s = connect_raw(&mut server, &name);
     socket::send(&s, &init(7), None).unwrap();
     assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    socket::send(&s, &Msg::Connect { if_name: Name::new("x") }, None).unwrap();
+    socket::send(
+        &s,
+        &Msg::Connect {
+            if_name: Name::new("x"),
+        },
+        None,
+    )
+    .unwrap();
     expect_disconnect(&mut server, &s, "Missing rings");
     let s = connect_raw(&mut server, &name);
     server.poll_control(Instant::now() + Duration::from_secs(4));
@@ -230,28 +270,49 @@ fn bad_descriptors_are_dropped_and_counted() {
         metadata: 0,
     };
     let descs = [
-        Desc { region: 5, ..good(0, 60, 0) }, // no such region
-        Desc { offset: r.len() as u32 - 10, ..good(1, 60, 0) }, // past the end
-        Desc { offset: u32::MAX - 4, ..good(2, 60, 0) }, // offset overflow
-        good(3, 0, 0),                        // empty frame
-        good(4, 60, DESC_FLAG_NEXT),          // chain with a bad link
-        Desc { region: 9, ..good(5, 60, 0) },
+        Desc {
+            region: 5,
+            ..good(0, 60, 0)
+        }, // no such region
+        Desc {
+            offset: r.len() as u32 - 10,
+            ..good(1, 60, 0)
+        }, // past the end
+        Desc {
+            offset: u32::MAX - 4,
+            ..good(2, 60, 0)
+        }, // offset overflow
+        good(3, 0, 0),               // empty frame
+        good(4, 60, DESC_FLAG_NEXT), // chain with a bad link
+        Desc {
+            region: 9,
+            ..good(5, 60, 0)
+        },
         good(6, 70, 0), // fine
     ];
     for (i, d) in descs.iter().enumerate() {
         raw.c2s.write_desc(r, i as u16, d);
     }
-    r.seg_mut(raw.buf_off(0, 6) as usize, 70).unwrap().write(0, &payload(70, 3));
+    r.seg_mut(raw.buf_off(0, 6) as usize, 70)
+        .unwrap()
+        .write(0, &payload(70, 3));
     raw.c2s.store_head(r, descs.len() as u16);
     assert_eq!(recv(&mut server, 0), vec![payload(70, 3)]);
     assert_eq!(server.stats().queues[0].drop_bad_desc, 5);
-    assert_eq!(raw.c2s.load_tail(r), descs.len() as u16, "bad slots are released too");
+    assert_eq!(
+        raw.c2s.load_tail(r),
+        descs.len() as u16,
+        "bad slots are released too"
+    );
     assert!(server.link_up());
 
     // Server → client with an interrupt-mode client (no MASK_INT on the S2C ring): the client
     // gives 2 buffers; the server fills them and signals the eventfd once per burst.
     for s in 0..2u16 {
-        let d = Desc { offset: raw.buf_off(1, u32::from(s)), ..good(0, BSIZE, 0) };
+        let d = Desc {
+            offset: raw.buf_off(1, u32::from(s)),
+            ..good(0, BSIZE, 0)
+        };
         raw.s2c.write_desc(r, s, &d);
     }
     raw.s2c.store_head(r, 2);
@@ -269,11 +330,20 @@ fn bad_descriptors_are_dropped_and_counted() {
     assert_eq!(raw.s2c.load_tail(r), 2);
     assert_eq!(raw.s2c.read_desc(r, 0).length, 60);
     let mut got = [0u8; 60];
-    r.seg(raw.buf_off(1, 1) as usize, 60).unwrap().read(0, &mut got);
+    r.seg(raw.buf_off(1, 1) as usize, 60)
+        .unwrap()
+        .read(0, &mut got);
     assert_eq!(got.to_vec(), payload(60, 3));
 
     // The client lies about a buffer: offset outside the region. Protocol violation.
-    raw.s2c.write_desc(r, 2, &Desc { offset: r.len() as u32, ..good(0, BSIZE, 0) });
+    raw.s2c.write_desc(
+        r,
+        2,
+        &Desc {
+            offset: r.len() as u32,
+            ..good(0, BSIZE, 0)
+        },
+    );
     raw.s2c.store_head(r, 3);
     assert_eq!(send(&mut server, 0, &frames[..1]), 0);
     server.poll_control(Instant::now());
@@ -290,7 +360,10 @@ fn bad_descriptors_are_dropped_and_counted() {
     server.poll_control(Instant::now());
     assert!(!server.link_up());
     assert_eq!(server.stats().control_errors, 2);
-    assert!(matches!(socket::recv(&raw.sock), Some(Incoming::Msg(Msg::Disconnect(_), _))));
+    assert!(matches!(
+        socket::recv(&raw.sock),
+        Some(Incoming::Msg(Msg::Disconnect(_), _))
+    ));
 }
 
 /// Runs in a child process (alone, so no other test's fds or mappings disturb the counts).
@@ -301,19 +374,30 @@ fn no_fd_or_mapping_leaks_over_20_reconnects() {
     }
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args(["--exact", "memif::hostile_tests::leak_child", "--test-threads=1", "--nocapture"])
+        .args([
+            "--exact",
+            "memif::hostile_tests::leak_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env("USWITCH_LEAK_CHILD", "1")
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("leak_child ... ok") && text.contains("1 passed"), "{text}");
+    assert!(
+        text.contains("leak_child ... ok") && text.contains("1 passed"),
+        "{text}"
+    );
 }
 
 fn counts() -> (usize, usize) {
     let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count();
     (fds, maps)
 }
 
@@ -369,7 +453,10 @@ fn client_refuses_bad_hello_and_retries() {
             if let Some(s) = socket::accept(&listener).unwrap() {
                 return s;
             }
-            assert!(t0.elapsed() < Duration::from_secs(3), "client never connected");
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "client never connected"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     };

@@ -53,10 +53,16 @@ impl MemifPort {
             )));
         }
         if !(crate::config::MIN_LOG2_RING..=crate::config::MAX_LOG2_RING).contains(&cfg.ring_size) {
-            return Err(MemifError::Config(format!("invalid ring size (log2) {}", cfg.ring_size)));
+            return Err(MemifError::Config(format!(
+                "invalid ring size (log2) {}",
+                cfg.ring_size
+            )));
         }
         if !(crate::config::MIN_BUFFER..=crate::config::MAX_BUFFER).contains(&cfg.buffer_size) {
-            return Err(MemifError::Config(format!("invalid buffer size {}", cfg.buffer_size)));
+            return Err(MemifError::Config(format!(
+                "invalid buffer size {}",
+                cfg.buffer_size
+            )));
         }
         let rings = 2 * usize::from(cfg.queues);
         let need = rings
@@ -215,7 +221,9 @@ impl MemifPort {
             self.end(Fail::protocol("Handshake timeout"), now);
         } else if s.phase == Phase::Up {
             let why =
-                s.rx.iter().find_map(|q| q.violation).or(s.tx.iter().find_map(|q| q.violation));
+                s.rx.iter()
+                    .find_map(|q| q.violation)
+                    .or(s.tx.iter().find_map(|q| q.violation));
             if let Some(why) = why {
                 self.end(Fail::protocol(format!("Protocol violation: {why}")), now);
             }
@@ -303,7 +311,9 @@ impl Port for MemifPort {
     }
 
     fn clear_stats(&mut self) {
-        self.stats.iter_mut().for_each(|q| *q = QueueStats::default());
+        self.stats
+            .iter_mut()
+            .for_each(|q| *q = QueueStats::default());
         self.control_errors = 0;
         self.connects = 0;
         self.disconnects = 0;
@@ -319,7 +329,10 @@ impl Port for MemifPort {
         d.insert("role".into(), json!(role));
         d.insert("socket".into(), json!(self.cfg.socket));
         d.insert("id".into(), json!(self.cfg.id));
-        d.insert("mode".into(), serde_json::to_value(self.cfg.mode).unwrap_or(Value::Null));
+        d.insert(
+            "mode".into(),
+            serde_json::to_value(self.cfg.mode).unwrap_or(Value::Null),
+        );
         d.insert("queues".into(), json!(self.cfg.queues));
         d.insert("rx_queues".into(), json!(s.map_or(0, |s| s.rx.len())));
         d.insert("tx_queues".into(), json!(s.map_or(0, |s| s.tx.len())));
@@ -328,7 +341,11 @@ impl Port for MemifPort {
         d.insert("buffer_size".into(), json!(self.cfg.buffer_size));
         let memory = match self.cfg.role {
             MemifRole::Server => Some("peer"),
-            MemifRole::Client => self.session.as_ref().and_then(|s| s.backing).map(|b| b.as_str()),
+            MemifRole::Client => self
+                .session
+                .as_ref()
+                .and_then(|s| s.backing)
+                .map(|b| b.as_str()),
         };
         d.insert("memory".into(), memory.map_or(Value::Null, |m| json!(m)));
         if let Some(n) = s.and_then(|s| s.peer_if_name.clone()) {

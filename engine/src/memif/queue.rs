@@ -144,8 +144,11 @@ impl RxQueue {
             return 0;
         };
         // The peer's counter: head for a C2S ring, tail for an S2C ring.
-        let limit =
-            if self.own.is_some() { self.ring.load_tail(r) } else { self.ring.load_head(r) };
+        let limit = if self.own.is_some() {
+            self.ring.load_tail(r)
+        } else {
+            self.ring.load_head(r)
+        };
         let Some(published) = self.ring.distance(self.released, limit) else {
             self.violation = Some("peer ring counter further than the ring size from ours");
             return 0;
@@ -237,12 +240,24 @@ impl RxQueue {
 impl TxQueue {
     /// Server role: produce into an S2C ring; `start` is the ring's tail at connect time.
     pub fn server(ring: Ring, start: u16, irq: Option<OwnedFd>) -> TxQueue {
-        TxQueue { ring, own: None, counter: start, irq, violation: None }
+        TxQueue {
+            ring,
+            own: None,
+            counter: start,
+            irq,
+            violation: None,
+        }
     }
 
     /// Client role: produce into a C2S ring with our own buffers.
     pub fn client(ring: Ring, bufs: BufLayout, irq: Option<OwnedFd>) -> TxQueue {
-        TxQueue { ring, own: Some(bufs), counter: 0, irq, violation: None }
+        TxQueue {
+            ring,
+            own: Some(bufs),
+            counter: 0,
+            irq,
+            violation: None,
+        }
     }
 
     /// Copies `pkts[item.idx]` for each item into the ring (see `Port::tx_burst`).
@@ -264,7 +279,9 @@ impl TxQueue {
         let room = match self.own {
             Some(_) => {
                 let tail = self.ring.load_tail(r);
-                self.ring.distance(tail, self.counter).map(|used| self.ring.size() as u16 - used)
+                self.ring
+                    .distance(tail, self.counter)
+                    .map(|used| self.ring.size() as u16 - used)
             }
             None => {
                 let head = self.ring.load_head(r);
@@ -382,7 +399,8 @@ impl TxQueue {
             };
             d.length = rd.fill(&seg, 0) as u32;
             d.flags = if k + 1 < n { DESC_FLAG_NEXT } else { 0 };
-            self.ring.write_desc(r, self.counter.wrapping_add(k as u16), d);
+            self.ring
+                .write_desc(r, self.counter.wrapping_add(k as u16), d);
         }
         Ok(n as u16)
     }

@@ -53,7 +53,11 @@ impl Ring {
         }
         let bytes = crate::memif::wire::ring_bytes(log2);
         region.seg(off, bytes)?;
-        let r = Ring { region: region_idx, off, log2 };
+        let r = Ring {
+            region: region_idx,
+            off,
+            log2,
+        };
         // Alignment of the atomics (the mapping itself is page aligned, so this holds, but the
         // accessors check again).
         r.head(region)?;
@@ -188,7 +192,9 @@ pub fn check_desc(d: &Desc, regions: &[MmapRegion], max_len: u32) -> Option<Seg>
     if d.length > max_len {
         return None;
     }
-    regions.get(usize::from(d.region))?.seg(d.offset as usize, d.length as usize)
+    regions
+        .get(usize::from(d.region))?
+        .seg(d.offset as usize, d.length as usize)
 }
 
 /// Like [`check_desc`] but for a buffer we are about to write into.
@@ -197,7 +203,9 @@ pub fn check_desc_mut(d: &Desc, regions: &[MmapRegion], max_len: u32) -> Option<
     if d.length > max_len {
         return None;
     }
-    regions.get(usize::from(d.region))?.seg_mut(d.offset as usize, d.length as usize)
+    regions
+        .get(usize::from(d.region))?
+        .seg_mut(d.offset as usize, d.length as usize)
 }
 
 #[cfg(test)]
@@ -227,7 +235,13 @@ mod tests {
         ring.init_header(&r, 1);
         assert_eq!(ring.cookie(&r), COOKIE);
         assert_eq!(ring.flags(&r), 1);
-        let d = Desc { flags: DESC_FLAG_NEXT, region: 0, length: 60, offset: 512, metadata: 7 };
+        let d = Desc {
+            flags: DESC_FLAG_NEXT,
+            region: 0,
+            length: 60,
+            offset: 512,
+            metadata: 7,
+        };
         ring.write_desc(&r, 9, &d); // slot 1
         assert_eq!(ring.read_desc(&r, 1), d);
         assert_eq!(ring.read_desc(&r, 0xFFF9), d, "0xFFF9 & 7 == 1");
@@ -262,7 +276,9 @@ mod tests {
                     offset: (bufs_off + slot * 64) as u32,
                     metadata: 0,
                 };
-                r.seg_mut(d.offset as usize, 4).unwrap().write(0, &sent.to_le_bytes());
+                r.seg_mut(d.offset as usize, 4)
+                    .unwrap()
+                    .write(0, &sent.to_le_bytes());
                 ring.write_desc(r, prod, &d);
                 prod = prod.wrapping_add(1);
                 sent += 1;
@@ -292,12 +308,41 @@ mod tests {
     fn check_desc_rejects_out_of_bounds() {
         let regions = vec![region(8192)];
         let len = regions[0].len() as u32;
-        let ok = Desc { region: 0, offset: 0, length: 100, ..Default::default() };
+        let ok = Desc {
+            region: 0,
+            offset: 0,
+            length: 100,
+            ..Default::default()
+        };
         assert!(check_desc(&ok, &regions, 2048).is_some());
         assert!(check_desc(&Desc { region: 1, ..ok }, &regions, 2048).is_none());
-        assert!(check_desc(&Desc { offset: len - 50, ..ok }, &regions, 2048).is_none());
-        assert!(check_desc(&Desc { offset: u32::MAX, ..ok }, &regions, 2048).is_none());
+        assert!(check_desc(
+            &Desc {
+                offset: len - 50,
+                ..ok
+            },
+            &regions,
+            2048
+        )
+        .is_none());
+        assert!(check_desc(
+            &Desc {
+                offset: u32::MAX,
+                ..ok
+            },
+            &regions,
+            2048
+        )
+        .is_none());
         assert!(check_desc(&Desc { length: 4000, ..ok }, &regions, 2048).is_none());
-        assert!(check_desc_mut(&Desc { length: u32::MAX, ..ok }, &regions, u32::MAX).is_none());
+        assert!(check_desc_mut(
+            &Desc {
+                length: u32::MAX,
+                ..ok
+            },
+            &regions,
+            u32::MAX
+        )
+        .is_none());
     }
 }

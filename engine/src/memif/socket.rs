@@ -61,12 +61,17 @@ fn seqpacket() -> nix::Result<OwnedFd> {
 }
 
 fn err(path: &SockPath, what: &str, e: impl std::fmt::Display) -> MemifError {
-    MemifError::Socket { path: path.to_string(), msg: format!("{what}: {e}") }
+    MemifError::Socket {
+        path: path.to_string(),
+        msg: format!("{what}: {e}"),
+    }
 }
 
 /// Creates the listening socket of a server-role port.
 pub fn listen(path: &SockPath) -> Result<OwnedFd, MemifError> {
-    let addr = path.addr().map_err(|e| err(path, "bad socket address", e))?;
+    let addr = path
+        .addr()
+        .map_err(|e| err(path, "bad socket address", e))?;
     if let SockPath::File(p) = path {
         if let Some(dir) = p.parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -79,7 +84,11 @@ pub fn listen(path: &SockPath) -> Result<OwnedFd, MemifError> {
         }
         if let Ok(md) = std::fs::symlink_metadata(p) {
             if !md.file_type().is_socket() {
-                return Err(err(path, "exists and is not a socket", "refusing to replace it"));
+                return Err(err(
+                    path,
+                    "exists and is not a socket",
+                    "refusing to replace it",
+                ));
             }
             let probe = seqpacket().map_err(|e| err(path, "socket", e))?;
             match nix_connect(probe.as_raw_fd(), &addr) {
@@ -138,7 +147,10 @@ pub fn send(sock: &OwnedFd, msg: &Msg, fd: Option<BorrowedFd<'_>>) -> std::io::R
     };
     let n = sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
     if n != MSG_SIZE {
-        return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "short control send"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "short control send",
+        ));
     }
     Ok(())
 }
@@ -159,9 +171,9 @@ pub fn recv(sock: &OwnedFd) -> Option<Incoming> {
     match recv_owned(sock.as_fd(), &mut buf) {
         Ok(None) => None,
         Err(e) => Some(Incoming::Closed(format!("control socket error: {e}"))),
-        Ok(Some(r)) if r.len == 0 && !r.truncated => {
-            Some(Incoming::Closed("peer closed the control connection".into()))
-        }
+        Ok(Some(r)) if r.len == 0 && !r.truncated => Some(Incoming::Closed(
+            "peer closed the control connection".into(),
+        )),
         Ok(Some(r)) => {
             if r.truncated || r.len != MSG_SIZE {
                 return Some(Incoming::Bad("Invalid message size".into()));

@@ -37,7 +37,9 @@ pub(crate) fn bring_up(a: &mut MemifPort, b: &mut MemifPort) {
 }
 
 pub(crate) fn payload(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Transmits `frames` on `port` queue `q`; returns how many were sent.
@@ -55,8 +57,12 @@ pub(crate) fn send(port: &mut MemifPort, q: usize, frames: &[Vec<u8>]) -> usize 
         assert!(p.push_seg(heap.seg(off, f.len()).unwrap()));
         off += f.len();
     }
-    let items: Vec<TxItem> =
-        (0..frames.len()).map(|i| TxItem { idx: i as u16, edit: VlanEdit::Keep }).collect();
+    let items: Vec<TxItem> = (0..frames.len())
+        .map(|i| TxItem {
+            idx: i as u16,
+            edit: VlanEdit::Keep,
+        })
+        .collect();
     port.tx_burst(q, &pkts, &items)
 }
 
@@ -92,7 +98,10 @@ fn loopback(socket: &str) {
     let info = client.info();
     assert_eq!(info.kind, "memif");
     assert_eq!(info.peer_name.as_deref(), Some("uswitch"));
-    assert!(matches!(info.details["memory"].as_str(), Some("memfd-4k" | "hugetlbfs")));
+    assert!(matches!(
+        info.details["memory"].as_str(),
+        Some("memfd-4k" | "hugetlbfs")
+    ));
     assert_eq!(server.info().details["memory"], "peer");
     assert_eq!(server.info().details["peer_if_name"], "cli");
 
@@ -119,7 +128,15 @@ fn loopback(socket: &str) {
     assert_eq!(cs.total.rx_packets, 10);
     assert_eq!(cs.queues[1].tx_bytes, bytes);
     assert_eq!(ss.total.drop_bad_desc + cs.total.drop_bad_desc, 0);
-    assert_eq!((ss.connects, cs.connects, ss.control_errors, cs.control_errors), (1, 1, 0, 0));
+    assert_eq!(
+        (
+            ss.connects,
+            cs.connects,
+            ss.control_errors,
+            cs.control_errors
+        ),
+        (1, 1, 0, 0)
+    );
 
     // Many bursts through the 64-slot rings: counters wrap the ring many times, and a full ring
     // drops (and counts) instead of blocking.
@@ -148,7 +165,11 @@ fn loopback(socket: &str) {
     assert_eq!(server.stats().disconnects, 1);
     let mut client = MemifPort::new("cli2", &cfg(socket, MemifRole::Client, 1)).unwrap();
     bring_up(&mut server, &mut client);
-    assert_eq!(server.rx_queues(), 1, "negotiated down to the client's queue count");
+    assert_eq!(
+        server.rx_queues(),
+        1,
+        "negotiated down to the client's queue count"
+    );
     assert_eq!(send(&mut client, 0, &frames[..1]), 1);
     assert_eq!(recv(&mut server, 0), frames[..1].to_vec());
 }
@@ -206,7 +227,10 @@ fn secret_and_id_must_match() {
         server.poll_control(Instant::now());
         client.poll_control(Instant::now());
     }
-    assert_eq!(server.stats().last_disconnect_reason.as_deref(), Some("Incorrect secret"));
+    assert_eq!(
+        server.stats().last_disconnect_reason.as_deref(),
+        Some("Incorrect secret")
+    );
     assert!(!server.link_up());
     drop(client);
     let mut ccfg = cfg(&name, MemifRole::Client, 1);

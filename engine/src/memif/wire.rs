@@ -247,7 +247,10 @@ impl Msg {
         }
     }
     pub fn disconnect(code: u32, reason: &str) -> Msg {
-        Msg::Disconnect(Disconnect { code, reason: Reason::new(reason) })
+        Msg::Disconnect(Disconnect {
+            code,
+            reason: Reason::new(reason),
+        })
     }
 }
 
@@ -304,11 +307,18 @@ pub fn parse(buf: &[u8]) -> Result<Msg, WireError> {
             secret: b.arr(7),
             name: b.arr(31),
         }),
-        msg_type::ADD_REGION => Msg::AddRegion(AddRegion { index: b.u16(0), size: b.u64(2) }),
+        msg_type::ADD_REGION => Msg::AddRegion(AddRegion {
+            index: b.u16(0),
+            size: b.u64(2),
+        }),
         msg_type::ADD_RING => {
             let flags = b.u16(0);
             Msg::AddRing(AddRing {
-                dir: if flags & 1 != 0 { RingDir::C2S } else { RingDir::S2C },
+                dir: if flags & 1 != 0 {
+                    RingDir::C2S
+                } else {
+                    RingDir::S2C
+                },
                 index: b.u16(2),
                 region: b.u16(4),
                 offset: b.u32(6),
@@ -318,7 +328,10 @@ pub fn parse(buf: &[u8]) -> Result<Msg, WireError> {
         }
         msg_type::CONNECT => Msg::Connect { if_name: b.arr(0) },
         msg_type::CONNECTED => Msg::Connected { if_name: b.arr(0) },
-        msg_type::DISCONNECT => Msg::Disconnect(Disconnect { code: b.u32(0), reason: b.arr(4) }),
+        msg_type::DISCONNECT => Msg::Disconnect(Disconnect {
+            code: b.u32(0),
+            reason: b.arr(4),
+        }),
         other => return Err(WireError::UnknownType(other)),
     })
 }
@@ -453,14 +466,21 @@ mod tests {
         // max_m2s_ring 1, max_s2m_ring 2, max_log2 14.
         let mut body = vec![0u8; 43];
         body[..12].copy_from_slice(b"DPDK 22.11.0");
-        body[32..43]
-            .copy_from_slice(&[0x00, 0x02, 0x00, 0x02, 0xff, 0x00, 0x01, 0x00, 0x02, 0x00, 14]);
+        body[32..43].copy_from_slice(&[
+            0x00, 0x02, 0x00, 0x02, 0xff, 0x00, 0x01, 0x00, 0x02, 0x00, 14,
+        ]);
         let f = frame(2, &body);
         let m = parse(&f).unwrap();
         let Msg::Hello(h) = m else { panic!("{m:?}") };
         assert_eq!(h.name.to_string_lossy(), "DPDK 22.11.0");
-        assert_eq!((h.min_version, h.max_version, h.max_region), (0x200, 0x200, 255));
-        assert_eq!((h.max_s2c_ring, h.max_c2s_ring, h.max_log2_ring_size), (1, 2, 14));
+        assert_eq!(
+            (h.min_version, h.max_version, h.max_region),
+            (0x200, 0x200, 255)
+        );
+        assert_eq!(
+            (h.max_s2c_ring, h.max_c2s_ring, h.max_log2_ring_size),
+            (1, 2, 14)
+        );
         assert_eq!(emit(&m), f);
     }
 
@@ -473,7 +493,10 @@ mod tests {
         let f = frame(3, &body);
         let m = parse(&f).unwrap();
         let Msg::Init(i) = m else { panic!() };
-        assert_eq!((i.version, i.id, i.mode), (0x200, 0x1234_5678, Mode::Ethernet));
+        assert_eq!(
+            (i.version, i.id, i.mode),
+            (0x200, 0x1234_5678, Mode::Ethernet)
+        );
         assert_eq!(i.secret.bytes(), b"s3cr3t");
         assert_eq!(i.name.to_string_lossy(), "vpp1");
         assert_eq!(emit(&m), f);
@@ -485,13 +508,27 @@ mod tests {
 
     #[test]
     fn add_region_and_ring_fixtures() {
-        let f = frame(4, &[0x01, 0x00, 0x00, 0x10, 0x22, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        let f = frame(
+            4,
+            &[0x01, 0x00, 0x00, 0x10, 0x22, 0x00, 0x00, 0x00, 0x00, 0x00],
+        );
         let m = parse(&f).unwrap();
-        assert_eq!(m, Msg::AddRegion(AddRegion { index: 1, size: 0x22_1000 }));
+        assert_eq!(
+            m,
+            Msg::AddRegion(AddRegion {
+                index: 1,
+                size: 0x22_1000
+            })
+        );
         assert_eq!(emit(&m), f);
 
         // flags 1 (C2S), index 3, region 0, offset 0x480, log2 10, private_hdr 0.
-        let f = frame(5, &[0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x80, 0x04, 0, 0, 10, 0, 0]);
+        let f = frame(
+            5,
+            &[
+                0x01, 0x00, 0x03, 0x00, 0x00, 0x00, 0x80, 0x04, 0, 0, 10, 0, 0,
+            ],
+        );
         let m = parse(&f).unwrap();
         let want = AddRing {
             dir: RingDir::C2S,
@@ -503,17 +540,38 @@ mod tests {
         };
         assert_eq!(m, Msg::AddRing(want));
         assert_eq!(emit(&m), f);
-        let f2 = frame(5, &[0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x80, 0x04, 0, 0, 10, 0, 0]);
-        assert_eq!(parse(&f2).unwrap(), Msg::AddRing(AddRing { dir: RingDir::S2C, ..want }));
+        let f2 = frame(
+            5,
+            &[
+                0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x80, 0x04, 0, 0, 10, 0, 0,
+            ],
+        );
+        assert_eq!(
+            parse(&f2).unwrap(),
+            Msg::AddRing(AddRing {
+                dir: RingDir::S2C,
+                ..want
+            })
+        );
     }
 
     #[test]
     fn connect_disconnect_fixtures() {
         let f = frame(6, b"memif0\0");
-        assert_eq!(parse(&f).unwrap(), Msg::Connect { if_name: Name::new("memif0") });
+        assert_eq!(
+            parse(&f).unwrap(),
+            Msg::Connect {
+                if_name: Name::new("memif0")
+            }
+        );
         assert_eq!(emit(&parse(&f).unwrap()), f);
         let f = frame(7, b"net_memif0");
-        assert_eq!(parse(&f).unwrap(), Msg::Connected { if_name: Name::new("net_memif0") });
+        assert_eq!(
+            parse(&f).unwrap(),
+            Msg::Connected {
+                if_name: Name::new("net_memif0")
+            }
+        );
         let mut body = vec![0x05, 0, 0, 0];
         body.extend_from_slice(b"ID not found");
         let f = frame(8, &body);
@@ -528,7 +586,10 @@ mod tests {
         assert_eq!(parse(&[0u8; 127]), Err(WireError::BadLength(127)));
         assert_eq!(parse(&[0u8; 129]), Err(WireError::BadLength(129)));
         assert_eq!(parse(&frame(9, &[])), Err(WireError::UnknownType(9)));
-        assert_eq!(parse(&frame(0xffff, &[])), Err(WireError::UnknownType(0xffff)));
+        assert_eq!(
+            parse(&frame(0xffff, &[])),
+            Err(WireError::UnknownType(0xffff))
+        );
         assert_eq!(parse(&frame(0, &[1, 2, 3])), Ok(Msg::None));
     }
 
@@ -538,7 +599,9 @@ mod tests {
         let mut body = [b'a'; 32];
         body[3] = 0xff;
         let m = parse(&frame(6, &body)).unwrap();
-        let Msg::Connect { if_name } = m else { panic!() };
+        let Msg::Connect { if_name } = m else {
+            panic!()
+        };
         assert_eq!(if_name.bytes().len(), 32);
         assert!(if_name.to_string_lossy().contains('\u{fffd}'));
         // Creation truncates to 31 so a NUL follows.
@@ -548,12 +611,19 @@ mod tests {
 
     #[test]
     fn desc_fixture() {
-        let b =
-            [0x01, 0x00, 0x02, 0x00, 0x00, 0x08, 0, 0, 0x00, 0x10, 0, 0, 0xef, 0xbe, 0xad, 0xde];
+        let b = [
+            0x01, 0x00, 0x02, 0x00, 0x00, 0x08, 0, 0, 0x00, 0x10, 0, 0, 0xef, 0xbe, 0xad, 0xde,
+        ];
         let d = Desc::from_bytes(&b);
         assert_eq!(
             d,
-            Desc { flags: 1, region: 2, length: 2048, offset: 0x1000, metadata: 0xdead_beef }
+            Desc {
+                flags: 1,
+                region: 2,
+                length: 2048,
+                offset: 0x1000,
+                metadata: 0xdead_beef
+            }
         );
         assert!(d.has_next());
         assert_eq!(d.to_bytes(), b);
