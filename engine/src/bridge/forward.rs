@@ -26,6 +26,17 @@ use crate::port::{PktRef, TxItem, VlanEdit, MAX_BURST};
 /// How far ahead packet data is prefetched.
 const PREFETCH: usize = 4;
 
+/// The I/G bit (multicast/broadcast) of a MAC held as a 48-bit big-endian number.
+const GROUP_BIT: u64 = 1 << 40;
+
+/// Bytes `off..off + 8` of the head as a big-endian u64 (`off + 8 <= HEAD_LEN`).
+#[inline]
+fn be_u64(head: &[u8; HEAD_LEN], off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&head[off..off + 8]);
+    u64::from_be_bytes(b)
+}
+
 impl Bridge {
     /// Decides where each packet of `pkts` (received on member `in_m`) goes; fills the member
     /// batches. Returns how many packets were dropped for lack of a route. `now` is the
@@ -83,11 +94,11 @@ impl Bridge {
                 no_route += 1;
                 continue;
             };
-            let (mut dst, mut src) = ([0u8; 6], [0u8; 6]);
-            dst.copy_from_slice(&head[0..6]);
-            src.copy_from_slice(&head[6..12]);
-            if src[0] & 1 == 0 {
-                let k = Fdb::key(ing.vid, &src);
+            // The MACs as 48-bit big-endian numbers, one 8-byte load each.
+            let dst48 = be_u64(&head, 0) >> 16;
+            let src48 = be_u64(&head, 6) >> 16;
+            if src48 & GROUP_BIT == 0 {
+                let k = Fdb::key48(ing.vid, src48);
                 if k != last_src {
                     last_src = k;
                     if let Learned::New | Learned::Moved { .. } = fdb.learn_key(k, in_m, now) {
@@ -96,8 +107,8 @@ impl Bridge {
                     }
                 }
             }
-            if dst[0] & 1 == 0 {
-                let k = Fdb::key(ing.vid, &dst);
+            if dst48 & GROUP_BIT == 0 {
+                let k = Fdb::key48(ing.vid, dst48);
                 if k != last_dst {
                     last_dst = k;
                     last_hit = fdb.lookup_key(k, now);
