@@ -377,6 +377,21 @@ impl TxQueue {
         rd: &mut PktReader,
         room: u16,
     ) -> Result<u16, Drop> {
+        if room == 0 {
+            return Err(Drop::RingFull);
+        }
+        // Fast path: the packet fits the first buffer (the common case; no chain array).
+        let mut first = self.ring.read_desc(r, self.counter);
+        let Some(seg) = check_desc_mut(&first, regions, MAX_PEER_BUFFER) else {
+            self.violation = Some("descriptor from the client outside its regions");
+            return Err(Drop::BadDesc);
+        };
+        if first.length >= rd.out_len() {
+            first.length = rd.fill(&seg, 0) as u32;
+            first.flags = 0;
+            self.ring.write_desc(r, self.counter, &first);
+            return Ok(1);
+        }
         let mut chain = [Desc::default(); MAX_TX_CHAIN];
         let mut n = 0usize;
         let mut cap = 0u64;
