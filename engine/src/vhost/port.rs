@@ -257,6 +257,16 @@ impl Port for VhostUserPort {
             d.insert("call_signals".into(), json!(calls));
             let sizes: Vec<u16> = dev.rings.iter().flatten().map(|q| q.size()).collect();
             d.insert("ring_sizes".into(), json!(sizes));
+            let rings: Vec<_> = dev
+                .rings
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| q.as_ref().map(|q| (i, q.indices())))
+                .map(|(i, (avail, last, used, broken))| {
+                    json!({"ring": i, "avail_idx": avail, "last_avail": last, "used_idx": used, "broken": broken})
+                })
+                .collect();
+            d.insert("rings".into(), json!(rings));
         }
         PortInfo {
             name: self.name.clone(),

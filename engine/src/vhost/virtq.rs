@@ -215,6 +215,12 @@ impl VirtQueue {
         self.size
     }
 
+    /// Index state for diagnostics: (guest avail.idx, our last_avail, our used_idx, broken).
+    pub fn indices(&self) -> (u16, u16, u16, bool) {
+        let avail = self.avail_atomic(2).load(Ordering::Acquire);
+        (avail, self.last_avail, self.used_idx, self.broken)
+    }
+
     /// Takes over the indices of the ring this one replaces (same ring, new memory or fds).
     pub fn carry_from(&mut self, old: &VirtQueue) {
         self.last_avail = old.last_avail;
@@ -395,6 +401,11 @@ impl VirtQueue {
         if self.broken {
             return 0;
         }
+        // The dataplane calls `rx_release` only after a burst that returned packets: chains
+        // still pending here (a burst of only bad chains) go back to the guest now.
+        if !self.pending.is_empty() {
+            self.rx_release();
+        }
         let Some(n) = self.available() else {
             st.count_drop(Drop::BadDesc, 1);
             tracing::warn!("vhost-user: guest avail index ran ahead of the ring; ring stopped");
@@ -418,6 +429,9 @@ impl VirtQueue {
             } else {
                 st.count_drop(Drop::BadDesc, 1);
             }
+        }
+        if k == 0 {
+            self.rx_release();
         }
         k
     }
