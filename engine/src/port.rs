@@ -311,7 +311,9 @@ pub trait Port: Send {
     /// Queues currently usable for tx (0 when down).
     fn tx_queues(&self) -> usize;
     /// Receives up to `out.len()` packets from rx queue `q`. Bad descriptors are skipped (and
-    /// released) and counted. Returns 0 when the link is down or `q` is out of range.
+    /// released) and counted. Returns 0 when the link is down or `q` is out of range. A burst
+    /// that returns 0 must hold no slots (the dataplane calls `rx_release` only after a
+    /// non-empty burst).
     fn rx_burst(&mut self, q: usize, out: &mut [PktRef]) -> usize;
     /// Returns the slots of the last `rx_burst` on `q` to the peer.
     fn rx_release(&mut self, q: usize);

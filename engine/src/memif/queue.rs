@@ -212,6 +212,11 @@ impl RxQueue {
             st.rx_bytes += u64::from(pkt.len());
             n += 1;
         }
+        if n == 0 {
+            // Only bad descriptors were consumed: the dataplane calls `release` only after a
+            // non-empty burst, so hand those slots back now or the peer's ring stalls.
+            self.release(regions);
+        }
         n
     }
 
