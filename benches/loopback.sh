@@ -18,6 +18,8 @@
 #   --short       2 s window, 1 s warm-up (CI).
 #   --cases RE    run only cases whose name matches RE (e.g. 'uswitch-bridge').
 #   --out FILE    also write the Markdown table to FILE.
+#   --perf FILE   also `perf record` the uswitch worker thread during the window of the
+#                 uswitch-bridge / uswitch-bench reflector / burst 32 case; report to FILE.
 # Needs: release build (cargo build --release -p uswitch-engine -p uswitch-bench), dpdk-testpmd,
 # hugepages; OVS-DPDK (openvswitch-switch-dpdk) is optional (skipped with a note).
 # Everything it starts is killed by PID on exit; its hugepage files are removed.
@@ -27,6 +29,7 @@ WARMUP=2
 WINDOW=8
 CASES='.*'
 OUT=''
+PERF_OUT=''
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) WARMUP=1; WINDOW=2 ;;
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
         --window) WINDOW=$2; shift ;;
         --cases) CASES=$2; shift ;;
         --out) OUT=$2; shift ;;
+        --perf) PERF_OUT=$2; shift ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -59,6 +63,10 @@ fi
 if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 1024 ]; then echo 1024 > /proc/sys/vm/nr_hugepages; fi
 mkdir -p /dev/hugepages
 mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
+
+# Serialize with the e2e tests and other throughput runs (same lock file as tests/src/lib.rs).
+exec 9> /tmp/uswitch-e2e.lock
+if ! flock -w 1800 9; then echo "loopback.sh: /tmp/uswitch-e2e.lock busy for 30 min" >&2; exit 2; fi
 
 WORK=$(mktemp -d /tmp/uswitch-loopback.XXXXXX)
 PREFIX="uswlb$$"        # hugepage file prefix of every DPDK process we start
@@ -101,7 +109,8 @@ tp_start() {
     local fd
     exec {fd}<>"$fifo"
     FDS+=("$fd")
-    dpdk-testpmd --lcores "$lcores" --no-pci --file-prefix "${PREFIX}$name" -m 512 "$@" \
+    # stdbuf: testpmd printf output is block-buffered on a file otherwise (visible only at exit).
+    stdbuf -oL dpdk-testpmd --lcores "$lcores" --no-pci --file-prefix "${PREFIX}$name" -m 256 "$@" \
         < "$fifo" > "$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     eval "TP_FD_$name=$fd"
@@ -182,7 +191,7 @@ switch_start() { # KIND NPORTS BURST
             ;;
         ovs)
             local d=$WORK/ovs
-            mkdir -p "$d"
+            rm -rf "$d"; mkdir -p "$d"
             export OVS_RUNDIR=$d OVS_LOGDIR=$d OVS_DBDIR=$d OVS_SYSCONFDIR=$d
             ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
             ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" --unixctl="$d/ovsdb.ctl" \
@@ -192,7 +201,6 @@ switch_start() { # KIND NPORTS BURST
             ovs-vsctl --db="unix:$d/db.sock" --no-wait init
             ovs-vsctl --db="unix:$d/db.sock" --no-wait set Open_vSwitch . \
                 other_config:dpdk-init=true other_config:pmd-cpu-mask=0x1 \
-                other_config:dpdk-lcore-mask=0x1 other_config:dpdk-socket-mem=512 \
                 "other_config:dpdk-extra=--no-pci --file-prefix ${PREFIX}ovs"
             "$OVS_VSWITCHD" "unix:$d/db.sock" --unixctl="$d/vswitchd.ctl" \
                 --log-file="$d/vswitchd.log" > /dev/null 2>&1 &
@@ -239,13 +247,34 @@ switch_cycles() { # prints busy cycles per packet since switch_clear
     esac
 }
 
+# perf_worker SECS: samples uswitchd's worker thread for SECS seconds, report to $PERF_OUT.
+perf_worker() {
+    local pid='' tid='' t p
+    for p in "${PIDS[@]}"; do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = uswitchd ] && pid=$p; done
+    for t in /proc/"$pid"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = uswitch-worker ] && tid=${t##*/}
+    done
+    if [ -z "$tid" ] || ! command -v perf > /dev/null; then
+        echo "loopback.sh: perf or the worker thread not found; no profile" >&2
+        sleep "$1"
+        return
+    fi
+    perf record -q -g -t "$tid" -o "$WORK/perf.data" -- sleep "$1" > /dev/null 2>&1
+    {
+        echo "# perf record -g -t <uswitch-worker tid> during uswitch-bridge/bench/2 ports/burst 32"
+        perf report -i "$WORK/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
+            | grep -v '^$' | head -150
+    } > "$PERF_OUT"
+    perf annotate -i "$WORK/perf.data" --stdio 2>/dev/null | head -400 > "${PERF_OUT%.txt}.annotate.txt"
+}
+
 # ---- one case -------------------------------------------------------------------------------
 run_case() { # SWITCH REFLECTOR NPORTS BURST
     local sw=$1 rf=$2 n=$3 burst=$4
     local name="$sw/$rf/${n}p/b$burst"
     [[ "$name" =~ $CASES ]] || return 0
     echo "== $name" >&2
-    local mpps='' cycles='' agg='' note=''
+    local mpps='' cycles='' agg='' note='' rcyc=''
     if ! switch_start "$sw" "$n" "$burst"; then
         note='switch failed to start'
     else
@@ -283,20 +312,24 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     [ "$sw" = ovs ] && q=2
                     for i in $(seq 0 $((n - 1))); do socks+=(-s "$WORK/p$i.sock"); done
                     "$BIN/uswitch-bench" reflect "${socks[@]}" --queues "$q" --core 1 --burst "$burst" \
-                        --warmup "$WARMUP" --duration "$WINDOW" --json \
+                        --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
                         > "$WORK/rf.json" 2> "$WORK/rf.err" &
                     local rpid=$!
                     PIDS+=($rpid)
                     for _ in $(seq 1 150); do grep -q 'links up' "$WORK/rf.err" && break; sleep 0.1; done
                     sleep "$WARMUP"
                     switch_clear
-                    sleep "$WINDOW"
+                    if [ -n "$PERF_OUT" ] && [ "$sw/$n/$burst" = uswitch-bridge/2/32 ]; then
+                        perf_worker "$WINDOW"
+                    else
+                        sleep "$WINDOW"
+                    fi
                     cycles=$(switch_cycles)
                     wait "$rpid" 2>/dev/null
                     if [ -s "$WORK/rf.json" ]; then
-                        read -r mpps agg < <(python3 -c 'import json,sys
-r=json.load(open(sys.argv[1]))
-print("%.3f %.3f" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6))' "$WORK/rf.json")
+                        read -r mpps agg rcyc < <(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1])); c=r.get("busy_cycles_per_packet")
+print("%.3f %.3f %s" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if c else "-"))' "$WORK/rf.json")
                     else
                         note="reflector failed: $(tail -1 "$WORK/rf.err")"
                     fi
@@ -305,9 +338,42 @@ print("%.3f %.3f" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6))' "$WORK/rf.json")
         esac
     fi
     kill_case
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
-        "${cycles:--}" "$note" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
+        "${cycles:--}" "${rcyc:--}" "$note" >> "$RESULTS"
     echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
+}
+
+# latency_case SWITCH: uswitch-bench latency, paced at 1 Mpps, tx on port 0, rx on port 1.
+LAT=$WORK/latency.tsv
+: > "$LAT"
+latency_case() {
+    local sw=$1 name="$1/latency/1Mpps"
+    [[ "$name" =~ $CASES ]] || return 0
+    echo "== $name" >&2
+    local res='- - - - -' note=''
+    if switch_start "$sw" 2 32; then
+        local q=1
+        [ "$sw" = ovs ] && q=2
+        "$BIN/uswitch-bench" latency -s "$WORK/p0.sock" -s "$WORK/p1.sock" --queues "$q" --core 1 \
+            --rate 1000000 --warmup "$WARMUP" --duration "$WINDOW" --json \
+            > "$WORK/lat.json" 2> "$WORK/lat.err" &
+        local lpid=$!
+        PIDS+=($lpid)
+        wait "$lpid" 2>/dev/null
+        if [ -s "$WORK/lat.json" ]; then
+            res=$(python3 -c 'import json,sys
+r=json.load(open(sys.argv[1])); l=r.get("latency") or {}
+f=lambda k: "%.2f" % (l[k]/1000) if k in l else "-"
+print("%.3f %s %s %s %s" % (r["rx_pps"]/1e6, f("p50_ns"), f("p99_ns"), f("p99_9_ns"), f("max_ns")))' "$WORK/lat.json")
+        else
+            note="failed: $(tail -1 "$WORK/lat.err")"
+        fi
+    else
+        note='switch failed to start'
+    fi
+    kill_case
+    printf '%s\t%s\t%s\n' "$sw" "$res" "$note" | tr ' ' '\t' >> "$LAT"
+    echo "   rx Mpps, p50/p99/p99.9/max us: $res $note" >&2
 }
 
 echo "loopback.sh: warm-up ${WARMUP}s, window ${WINDOW}s; $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >&2
@@ -323,7 +389,12 @@ for burst in 32 256; do
     done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" <<'EOF'
+for sw in testpmd ovs uswitch-bridge uswitch-xconnect; do
+    [ "$sw" = ovs ] && [ $HAVE_OVS = 0 ] && continue
+    latency_case "$sw"
+done
+
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
@@ -331,20 +402,27 @@ def num(s):
     try: return float(s)
     except ValueError: return None
 base = {}
-for sw, rf, n, b, mpps, agg, cyc, note in rows:
+for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     if sw == "testpmd" and n == "2":
         base[(rf, b)] = (num(mpps), num(agg), num(cyc))
 lines = [f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1.", "",
-         "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | note |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-for sw, rf, n, b, mpps, agg, cyc, note in rows:
+         "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     bm, ba, bc = base.get((rf, b), (None, None, None))
     a, c = num(agg), num(cyc)
     r_m = f"{a / ba:.2f}x" if a and ba else "-"
     r_c = f"{c / bc:.2f}x" if c and bc else "-"
-    lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {note} |")
+    lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {rcyc} | {note} |")
 lines.append("")
 lines.append("Ratios: aggregate Mpps and cycles/packet divided by testpmd io-fwd's (2 ports) with the same reflector and burst.")
+lat = [l.rstrip("\n").split("\t") for l in open(sys.argv[5]) if l.strip()]
+if lat:
+    lines += ["", "Latency: `uswitch-bench latency` paced at 1 Mpps total, 64 B, port 0 -> switch -> port 1 (one-way, us).", "",
+              "| switch | rx Mpps | p50 | p99 | p99.9 | max | note |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in lat:
+        r += [""] * (7 - len(r))
+        lines.append("| " + " | ".join(r[:6]) + " | " + " ".join(r[6:]) + " |")
 text = "\n".join(lines)
 print(text)
 if out:

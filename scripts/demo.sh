@@ -65,13 +65,13 @@ testpmd tx "$DEMO/tx0.sock" 02:00:00:00:00:01 rxonly --eth-peer=0,02:00:00:00:00
 for _ in $(seq 100); do
   ctl stats --json 2>/dev/null | grep -o '"link_up": *true' | wc -l | grep -q 2 && break; sleep 0.1
 done
-send rx start
-echo "==> sending for ${DURATION}s: rounds of 'start tx_first 8' (256 packets) every 10 ms"
+send rx start; sleep 1   # the receiver must poll once before its ring has buffers
+echo "==> sending for ${DURATION}s: 'start tx_first 16' (512 packets) every 200 ms"
 end=$((SECONDS + DURATION))
 while [ $SECONDS -lt $end ]; do
-  send tx stop; send tx "start tx_first 8"; sleep 0.01
+  send tx stop; send tx "start tx_first 16"; sleep 0.2
 done
-send tx stop; sleep 0.5
+send tx stop; sleep 1
 send tx "show port stats 0"; send rx "show port stats 0"; sleep 1
 
 echo; echo "==> uswitchctl show"; ctl show

@@ -546,3 +546,7 @@ impl Drop for Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;

@@ -51,7 +51,8 @@ struct Args {
     /// Total send rate in packets per second over all sending links; 0 = as fast as possible.
     #[arg(long, value_name = "PPS", default_value_t = 0)]
     rate: u64,
-    /// Send exactly this many packets in total, then stop (tx, latency).
+    /// tx/latency: send exactly this many packets in total, then stop. rx: stop once this many
+    /// were received (--duration still caps the run).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Distinct source MAC/IP flows per sending link.
@@ -66,6 +67,10 @@ struct Args {
     /// Warm-up in seconds before the counters are taken.
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     warmup: f64,
+    /// Keep running this many seconds after the window, not counted (so a switch's own
+    /// window, read by a script, ends while traffic still flows).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    linger: f64,
     /// reflect: packets injected on each link at start (like testpmd --tx-first) [default: burst].
     #[arg(long, value_name = "N")]
     inject: Option<usize>,
@@ -82,6 +87,10 @@ struct Args {
     /// Seconds to wait for each server (connect + handshake).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     timeout: f64,
+    /// tx/rx/latency: sleep this many microseconds after a loop iteration that moved nothing
+    /// (0 = busy-poll). Lets a paced test share a CPU; costs latency and peak rate.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    idle_sleep: u64,
     /// Pin this process to CPU N.
     #[arg(long, value_name = "N")]
     core: Option<usize>,
@@ -141,6 +150,9 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
     if !a.duration.is_finite() || a.duration <= 0.0 || !a.warmup.is_finite() || a.warmup < 0.0 {
         return usage("--duration must be > 0 and --warmup >= 0".into());
     }
+    if !a.linger.is_finite() || a.linger < 0.0 {
+        return usage("--linger must be >= 0".into());
+    }
     if !a.timeout.is_finite() || a.timeout <= 0.0 {
         return usage("--timeout must be > 0".into());
     }
@@ -159,8 +171,10 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
         dst_mac: a.dst_mac,
         duration: a.duration,
         warmup: a.warmup,
+        linger: a.linger,
         inject: a.inject.unwrap_or(a.burst),
         progress: std::io::stderr().is_terminal(),
+        idle_sleep: Duration::from_micros(a.idle_sleep),
         ep: endpoint::EndpointOpts {
             queues: a.queues,
             log2_ring: a.ring_size,

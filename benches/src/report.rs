@@ -5,7 +5,7 @@
 //! JSON keys (stable, used by `benches/loopback.sh` and the integration test): `mode`,
 //! `window_s`, `links[]` (`socket`, `peer`, `up`, `down_reason`, `window`, `total`), `rx_pps`,
 //! `tx_pps`, `rx_mpps_per_link`, `rx_gbps`, `tx_gbps`, `lost`, `out_of_order`, `bad_desc`,
-//! `latency` (latency mode).
+//! `latency` (latency mode), `busy_cycles_per_packet` (reflect mode).
 use crate::endpoint::{Endpoint, LinkStats};
 use crate::latency::LatencySummary;
 use serde::Serialize;
@@ -65,6 +65,10 @@ pub struct Report {
     pub bad_desc: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencySummary>,
+    /// reflect: our busy TSC cycles per forwarded descriptor in the window (like the switch's
+    /// figure; polls that moved nothing are not counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_cycles_per_packet: Option<f64>,
 }
 
 /// Per-link counters at one instant.
@@ -164,6 +168,9 @@ impl Report {
             self.out_of_order,
             self.bad_desc
         );
+        if let Some(c) = self.busy_cycles_per_packet {
+            s += &format!("  reflector busy cycles/packet: {c:.1}\n");
+        }
         if let Some(l) = &self.latency {
             s += &format!("  {}\n", l.line());
         }

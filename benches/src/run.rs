@@ -12,7 +12,8 @@
 //! Timing: the clock is read every iteration only when pacing (`--rate` > 0) or stamping;
 //! otherwise every 64 iterations. Control messages are polled every 10 ms, the progress line
 //! every second. After `--warmup` the counters are snapshotted and the measurement window
-//! runs for `--duration` seconds (or until `--count` packets are sent and acknowledged).
+//! runs for `--duration` seconds (or until `--count` packets are sent and acknowledged, or in
+//! `rx` mode received).
 use crate::endpoint::{Endpoint, EndpointOpts, LinkStats};
 use crate::error::BenchError;
 use crate::flows::Flows;
@@ -20,6 +21,7 @@ use crate::latency::Latency;
 use crate::packet::{self, SeqCheck, Stamp, MIN_SIZE, PAYLOAD_OFF};
 use crate::report::{snapshot, Counts, LinkReport, Progress, Report};
 use std::time::{Duration, Instant};
+use uswitch::shm::tsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -53,9 +55,32 @@ pub struct RunOpts {
     pub dst_mac: Option<[u8; 6]>,
     pub duration: f64,
     pub warmup: f64,
+    /// Keep running this long after the window (not counted), so the peer's own measurement
+    /// can end first.
+    pub linger: f64,
     pub inject: usize,
     pub progress: bool,
+    /// Sleep this long after an iteration that moved nothing (tx/rx/latency; 0 = spin).
+    pub idle_sleep: Duration,
     pub ep: EndpointOpts,
+}
+
+/// Reflector cycle accounting (busy TSC cycles, descriptors moved).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cycles {
+    prev: u64,
+    busy: u64,
+    moved: u64,
+}
+
+/// The report's figures, taken when the measurement window ends.
+struct Frozen {
+    t: f64,
+    stats: Vec<LinkStats>,
+    cyc: Cycles,
+    lost: u64,
+    ooo: u64,
+    lat: Option<crate::latency::LatencySummary>,
 }
 
 /// Per sending link: templates, sequence, pacing.
@@ -110,7 +135,7 @@ fn receive_all(
     burst: usize,
     seq: &mut SeqCheck,
     lat: Option<(&mut Latency, u64)>,
-) {
+) -> usize {
     let mut head = [0u8; MIN_SIZE];
     let (lat, now_ns) = match lat {
         Some((l, t)) => (Some(l), t),
@@ -118,8 +143,9 @@ fn receive_all(
     };
     let mut lat = lat;
     let nq = ep.queues();
+    let mut got = 0;
     for (li, qi) in (0..ep.links.len()).flat_map(|l| (0..nq).map(move |q| (l, q))) {
-        ep.rx(li, qi, burst, |seg| {
+        got += ep.rx(li, qi, burst, |seg| {
             let n = seg.read(0, &mut head);
             if let Some(s) = packet::parse(&head[..n]) {
                 seq.check(&s);
@@ -131,6 +157,7 @@ fn receive_all(
             }
         });
     }
+    got
 }
 
 /// Connects, runs the mode, and returns the report (also when a link went down mid-run: the
@@ -221,8 +248,14 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
     let mut drain_since: Option<f64> = None;
     let mut iter: u64 = 0;
     let mut t = 0.0f64;
+    let mut cyc = Cycles {
+        prev: tsc(),
+        ..Cycles::default()
+    };
+    let mut cyc_base = Cycles::default();
     let pairs: Vec<(usize, usize)> = (0..nl / 2).map(|p| (2 * p, 2 * p + 1)).collect();
 
+    let mut frozen: Option<Frozen> = None;
     let end_t = loop {
         iter += 1;
         if paced || stamping || iter & 63 == 0 {
@@ -230,15 +263,25 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         }
         match o.mode {
             Mode::Reflect => {
+                let mut moved = 0;
                 for &(a, b) in &pairs {
                     for q in 0..nq {
-                        ep.forward(a, b, q, o.burst);
-                        ep.forward(b, a, q, o.burst);
+                        moved += ep.forward(a, b, q, o.burst);
+                        moved += ep.forward(b, a, q, o.burst);
                     }
                 }
+                // Our own cost, accounted like the switch's: TSC per iteration that moved
+                // something, per descriptor moved.
+                let now_tsc = tsc();
+                if moved > 0 {
+                    cyc.busy += now_tsc.wrapping_sub(cyc.prev);
+                    cyc.moved += moved as u64;
+                }
+                cyc.prev = now_tsc;
             }
             _ => {
                 let ts = if stamping { (t * 1e9) as u64 } else { 0 };
+                let mut moved = 0;
                 for s in &mut senders {
                     let budget = if paced {
                         let due = (t * per_link_rate) as u64;
@@ -247,7 +290,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
                         o.burst
                     };
                     if budget > 0 {
-                        s.send(&mut ep, budget, ts.max(1));
+                        moved += s.send(&mut ep, budget, ts.max(1));
                     }
                 }
                 let now_ns = if stamping {
@@ -260,7 +303,10 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
                 } else {
                     None
                 };
-                receive_all(&mut ep, o.burst, &mut seq, l);
+                moved += receive_all(&mut ep, o.burst, &mut seq, l);
+                if moved == 0 && !o.idle_sleep.is_zero() {
+                    std::thread::sleep(o.idle_sleep);
+                }
             }
         }
         if t < next_control {
@@ -284,9 +330,30 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             base_ooo = seq.out_of_order;
             lat.clear();
             t_measure = t;
+            cyc_base = cyc;
         }
-        if measuring && t - t_measure >= o.duration {
-            break t;
+        if measuring && frozen.is_none() && t - t_measure >= o.duration {
+            // Window over: freeze the figures; keep running (not counted) for --linger.
+            frozen = Some(Frozen {
+                t,
+                stats: snapshot(&ep),
+                cyc,
+                lost: seq.lost,
+                ooo: seq.out_of_order,
+                lat: stamping.then(|| lat.summary()).flatten(),
+            });
+        }
+        if let Some(f) = &frozen {
+            if t - f.t >= o.linger {
+                break f.t;
+            }
+        }
+        if o.mode == Mode::Rx {
+            if let Some(c) = o.count {
+                if ep.links.iter().map(|l| l.st.rx_packets).sum::<u64>() >= c {
+                    break t;
+                }
+            }
         }
         if !senders.is_empty() && senders.iter().all(|s| s.done()) {
             // Every packet sent: wait (up to 1 s) until the server took them all.
@@ -312,12 +379,20 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         base = vec![LinkStats::default(); nl];
         t_measure = 0.0;
     }
-    let window_s = (end_t - t_measure).max(1e-9);
+    let f = frozen.unwrap_or_else(|| Frozen {
+        t: end_t,
+        stats: snapshot(&ep),
+        cyc,
+        lost: seq.lost,
+        ooo: seq.out_of_order,
+        lat: stamping.then(|| lat.summary()).flatten(),
+    });
+    let window_s = (f.t - t_measure).max(1e-9);
     let mut links = Vec::with_capacity(nl);
     let (mut rx_pps, mut tx_pps, mut rx_bytes, mut tx_bytes, mut bad) =
         (0.0, 0.0, 0u64, 0u64, 0u64);
-    for (l, b) in ep.links.iter().zip(&base) {
-        let w = l.st.delta(b);
+    for ((l, b), end) in ep.links.iter().zip(&base).zip(&f.stats) {
+        let w = end.delta(b);
         let lr = LinkReport {
             socket: l.socket.clone(),
             peer: l.peer_name.clone(),
@@ -326,7 +401,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
             window: Counts::from(w),
             rx_pps: w.rx_packets as f64 / window_s,
             tx_pps: w.tx_packets as f64 / window_s,
-            total: Counts::from(l.st),
+            total: Counts::from(*end),
         };
         rx_pps += lr.rx_pps;
         tx_pps += lr.tx_pps;
@@ -350,9 +425,17 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         tx_pps,
         rx_gbps: rx_bytes as f64 * 8.0 / window_s / 1e9,
         tx_gbps: tx_bytes as f64 * 8.0 / window_s / 1e9,
-        lost: seq.lost - base_lost,
-        out_of_order: seq.out_of_order - base_ooo,
+        lost: f.lost - base_lost,
+        out_of_order: f.ooo - base_ooo,
         bad_desc: bad,
-        latency: if stamping { lat.summary() } else { None },
+        latency: f.lat,
+        busy_cycles_per_packet: {
+            let (busy, moved) = if measuring {
+                (f.cyc.busy - cyc_base.busy, f.cyc.moved - cyc_base.moved)
+            } else {
+                (f.cyc.busy, f.cyc.moved)
+            };
+            (o.mode == Mode::Reflect && moved > 0).then(|| busy as f64 / moved as f64)
+        },
     })
 }

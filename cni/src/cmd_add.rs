@@ -9,7 +9,7 @@
 //! - the whole body runs under the host lock (see `lock.rs`);
 //! - a `prevResult` is kept: our interface and IPs are appended to it.
 use crate::env::CniEnv;
-use crate::error::{CniError, CniResult, Code};
+use crate::error::{CniError, CniResult};
 use crate::ipam::Ipam;
 use crate::lock::HostLock;
 use crate::netconf::{IfType, NetConf};
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use uswitch::config::{
     default_buffer_size, default_queues, default_ring_size, MemifConfig, MemifRole, PortConfig,
-    PortKind, VlanMode,
+    PortKind, VhostUserConfig, VhostUserMode, VlanMode,
 };
 
 /// How long to wait for the host lock.
@@ -34,46 +34,60 @@ enum Undo {
     RemoveFile(PathBuf),
 }
 
-/// The uswitch port for a plan.
-pub fn port_config(plan: &Plan, conf: &NetConf) -> PortConfig {
-    PortConfig {
-        name: plan.names.port.clone(),
-        kind: PortKind::Memif(MemifConfig {
-            socket: plan.socket_path.clone(),
-            role: plan.role,
-            id: 0,
-            secret: None,
-            queues: conf.uswitch.queues.unwrap_or_else(default_queues),
-            ring_size: conf.uswitch.ring_size.unwrap_or_else(default_ring_size),
-            buffer_size: conf.uswitch.buffer_size.unwrap_or_else(default_buffer_size),
-            mode: plan.mode,
-        }),
-        bridge: plan.bridge.clone(),
-        vlan: plan.vlan.map(VlanMode::Access).unwrap_or_default(),
-    }
+/// The uswitch port for a plan (memif, or vhost-user with uswitch as the backend).
+pub fn port_config(plan: &Plan, conf: &NetConf) -> CniResult<PortConfig> {
+    let vlan = plan.vlan.map(VlanMode::Access).unwrap_or_default();
+    let queues = conf.uswitch.queues.unwrap_or_else(default_queues);
+    let port = match plan.iftype {
+        IfType::Memif => PortConfig {
+            name: plan.names.port.clone(),
+            kind: PortKind::Memif(MemifConfig {
+                socket: plan.socket_path.clone(),
+                role: plan.role,
+                id: 0,
+                secret: None,
+                queues,
+                ring_size: conf.uswitch.ring_size.unwrap_or_else(default_ring_size),
+                buffer_size: conf.uswitch.buffer_size.unwrap_or_else(default_buffer_size),
+                mode: plan.mode,
+            }),
+            bridge: plan.bridge.clone(),
+            vlan,
+        },
+        IfType::Vhostuser => PortConfig {
+            name: plan.names.port.clone(),
+            kind: PortKind::VhostUser(VhostUserConfig {
+                socket: plan.socket_path.clone(),
+                mode: match plan.role {
+                    MemifRole::Server => VhostUserMode::Server,
+                    MemifRole::Client => VhostUserMode::Client,
+                },
+                queues,
+            }),
+            bridge: plan.bridge.clone(),
+            vlan,
+        },
+    };
+    port.validate()
+        .map_err(|e| CniError::config(format!("uswitch port: {e}")))?;
+    Ok(port)
 }
 
-/// The pod's side of the memif link, in Intel's words.
-pub fn pod_role(role: MemifRole) -> &'static str {
-    match role {
-        MemifRole::Server => "slave",
-        MemifRole::Client => "master",
+/// The pod's side of the link: Intel's memif words (`slave`/`master`), vhost-user
+/// `client`/`server`.
+pub fn pod_role(iftype: IfType, role: MemifRole) -> &'static str {
+    match (iftype, role) {
+        (IfType::Memif, MemifRole::Server) => "slave",
+        (IfType::Memif, MemifRole::Client) => "master",
+        (IfType::Vhostuser, MemifRole::Server) => "client",
+        (IfType::Vhostuser, MemifRole::Client) => "server",
     }
 }
 
 pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<serde_json::Value> {
     let version = conf.version()?;
     let plan = Plan::resolve(conf, env)?;
-    if plan.iftype == IfType::Vhostuser {
-        return Err(CniError::with_details(
-            Code::InvalidConfig,
-            "host.iftype vhostuser is not available: uswitchd has memif ports only so far",
-            "use \"iftype\": \"memif\"",
-        ));
-    }
-    let port = port_config(&plan, conf);
-    port.validate()
-        .map_err(|e| CniError::config(format!("uswitch port: {e}")))?;
+    let port = port_config(&plan, conf)?;
     let prev = conf
         .prev_result
         .as_ref()
@@ -233,7 +247,7 @@ fn add_steps(
         undo.push(Undo::RemoveFile(path.clone()));
         let di = state::device_info(
             plan.iftype,
-            pod_role(plan.role),
+            pod_role(plan.iftype, plan.role),
             &plan.socket_path,
             mode_str(plan.mode),
         );

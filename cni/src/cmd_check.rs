@@ -35,7 +35,7 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<(
         None => return Err(CniError::config("CHECK needs prevResult")),
     };
     let plan = Plan::resolve(conf, env)?;
-    let want = crate::cmd_add::port_config(&plan, conf);
+    let want = crate::cmd_add::port_config(&plan, conf)?;
     let sw = Switch::new(&conf.control(), conf.timeout());
     let _lock = HostLock::acquire(&conf.lock_file(), crate::cmd_add::LOCK_TIMEOUT)?;
 

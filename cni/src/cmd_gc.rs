@@ -66,17 +66,17 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<G
     // 2. Orphan ports under our shared dir.
     for p in sw.ports()? {
         let name = &p.config.name;
-        let socket = p.config.kind.socket();
+        let socket = p.config.kind.socket().to_string();
         if !name.starts_with("c-") || valid_ports.contains(name) || claimed_elsewhere.contains(name)
         {
             continue;
         }
-        if !Path::new(socket).starts_with(&shared) {
+        if !Path::new(&socket).starts_with(&shared) {
             continue;
         }
         tracing::info!(port = %name, "GC: removing orphan port");
         sw.del_port(name)?;
-        let sock = Path::new(socket);
+        let sock = Path::new(&socket);
         if sock.parent().and_then(|d| d.parent()) == Some(shared.as_path()) {
             state::remove_file(sock)?;
             if let Some(dir) = sock.parent() {

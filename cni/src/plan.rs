@@ -3,8 +3,8 @@
 //! Rules enforced here (all before any side effect, so a bad config leaves nothing behind):
 //! - `host.engine` is `uswitch` (or absent); `ovs-dpdk` and `vpp` are mapped onto uswitch with a
 //!   log line; anything else is error 7;
-//! - `iftype` is `memif` (default) or `vhostuser` (parsed here; ADD refuses it with error 7 while
-//!   uswitchd has no vhost-user ports); `netType` is `bridge`, `interface` or `none`;
+//! - `iftype` is `memif` (default) or `vhostuser` (uswitch is the vhost-user backend; `vhost.mode`
+//!   says who listens); `netType` is `bridge`, `interface` or `none`;
 //! - `netType: bridge` needs `bridge.bridgeName` (or the deprecated `bridgeId`; engine `ovs-dpdk`
 //!   defaults to `br-0` as Intel's plugin did); `vlanId` 0 or absent means untagged, else 1..=4094;
 //! - memif host/container roles must differ, modes and iftypes match; socket file names are file
@@ -49,6 +49,32 @@ fn parse_role(s: Option<&str>, default: MemifRole, which: &str) -> CniResult<Mem
         Some("slave") | Some("client") => Ok(MemifRole::Client),
         Some(o) => Err(bad(format!(
             "{which}.memif.role {o:?} is unknown: use master|slave (or server|client)"
+        ))),
+    }
+}
+
+fn opposite(r: MemifRole) -> MemifRole {
+    match r {
+        MemifRole::Server => MemifRole::Client,
+        MemifRole::Client => MemifRole::Server,
+    }
+}
+
+/// "server" / "client": who listens on the socket.
+pub fn side_str(r: MemifRole) -> &'static str {
+    match r {
+        MemifRole::Server => "server",
+        MemifRole::Client => "client",
+    }
+}
+
+fn parse_vhost_mode(s: Option<&str>, default: MemifRole, which: &str) -> CniResult<MemifRole> {
+    match s {
+        None | Some("") => Ok(default),
+        Some("server") => Ok(MemifRole::Server),
+        Some("client") => Ok(MemifRole::Client),
+        Some(o) => Err(bad(format!(
+            "{which}.vhost.mode {o:?} is unknown: use client|server"
         ))),
     }
 }
@@ -163,38 +189,38 @@ impl Plan {
             }
         }
         let hm = host.memif.clone().unwrap_or_default();
-        let role = parse_role(hm.role.as_deref(), MemifRole::Server, "host")?;
-        let mode = parse_mode(hm.mode.as_deref())?;
-        let cm = conf.container.memif.clone().unwrap_or_default();
-        let other = if role == MemifRole::Server {
-            MemifRole::Client
-        } else {
-            MemifRole::Server
-        };
-        let crole = parse_role(cm.role.as_deref(), other, "container")?;
-        if crole == role {
-            return Err(bad(
-                "host.memif.role and container.memif.role must differ (one master, one slave)",
-            ));
-        }
-        if let Some(cmode) = cm.mode.as_deref() {
-            if parse_mode(Some(cmode))? != mode {
-                return Err(bad("container.memif.mode must equal host.memif.mode"));
-            }
-        }
-        let socket_file = match iftype {
-            IfType::Memif => socket_file_name(&hm.socketfile, &names.memif_socket_file)?,
-            IfType::Vhostuser => {
-                let hv = host.vhost.clone().unwrap_or_default();
-                match hv.mode.as_deref() {
-                    None | Some("") | Some("client") | Some("server") => {}
-                    Some(o) => {
-                        return Err(bad(format!(
-                            "host.vhost.mode {o:?} is unknown: use client|server"
-                        )))
+        let hv = host.vhost.clone().unwrap_or_default();
+        // `role`: who listens on the socket (Server = uswitch), for memif and vhost-user alike.
+        let (role, crole, mode, socket_file) = match iftype {
+            IfType::Memif => {
+                let role = parse_role(hm.role.as_deref(), MemifRole::Server, "host")?;
+                let mode = parse_mode(hm.mode.as_deref())?;
+                let cm = conf.container.memif.clone().unwrap_or_default();
+                let crole = parse_role(cm.role.as_deref(), opposite(role), "container")?;
+                if crole == role {
+                    return Err(bad(
+                        "host.memif.role and container.memif.role must differ (one master, one slave)",
+                    ));
+                }
+                if let Some(cmode) = cm.mode.as_deref() {
+                    if parse_mode(Some(cmode))? != mode {
+                        return Err(bad("container.memif.mode must equal host.memif.mode"));
                     }
                 }
-                socket_file_name(&hv.socketfile, &names.vhost_socket_file)?
+                let file = socket_file_name(&hm.socketfile, &names.memif_socket_file)?;
+                (role, crole, mode, file)
+            }
+            IfType::Vhostuser => {
+                let role = parse_vhost_mode(hv.mode.as_deref(), MemifRole::Server, "host")?;
+                let cv = conf.container.vhost.clone().unwrap_or_default();
+                let crole = parse_vhost_mode(cv.mode.as_deref(), opposite(role), "container")?;
+                if crole == role {
+                    return Err(bad(
+                        "host.vhost.mode and container.vhost.mode must differ (one client, one server)",
+                    ));
+                }
+                let file = socket_file_name(&hv.socketfile, &names.vhost_socket_file)?;
+                (role, crole, MemifMode::Ethernet, file)
             }
         };
         let br = host.bridge.clone().unwrap_or_default();
@@ -299,6 +325,7 @@ impl Plan {
             m.socketfile = Some(socket_file.clone());
         } else {
             let v = container.vhost.get_or_insert_with(VhostConf::default);
+            v.mode = Some(side_str(crole).into());
             v.socketfile = Some(socket_file.clone());
         }
         Ok(Plan {

@@ -4,7 +4,7 @@ mod common;
 use common::{Env, FakeSwitch};
 use serde_json::json;
 use std::os::unix::fs::MetadataExt;
-use uswitch::config::{PortKind, VlanMode};
+use uswitch::config::VlanMode;
 
 fn has_host_local() -> bool {
     std::path::Path::new("/usr/lib/cni/host-local").exists()
@@ -72,11 +72,12 @@ fn add_check_del_every_version() {
         let p = sw.port(&pname).expect("port created");
         assert_eq!(p.bridge.as_deref(), Some("br0"));
         assert_eq!(p.vlan, VlanMode::Access(100));
-        let PortKind::Memif(m) = &p.kind else {
-            panic!("not memif")
-        };
-        assert_eq!(m.socket, sock);
-        assert_eq!(m.role, uswitch::config::MemifRole::Server);
+        let kind = serde_json::to_value(&p.kind).unwrap();
+        assert_eq!(
+            (kind["type"].as_str(), kind["socket"].as_str()),
+            (Some("memif"), Some(sock.as_str()))
+        );
+        assert_eq!(kind["role"], "server");
 
         // Files: pod dir 0700, socket, config data, state record.
         let pod = e.shared.join(&cid);
@@ -552,4 +553,48 @@ fn owner_pod_dir_name_and_xconnect() {
     assert!(e.run("DEL", "xc1", "net1", &x).ok);
     assert!(sw.state.lock().unwrap().xconnects.is_empty());
     assert_eq!(sw.port_names(), vec!["uplink".to_string()]);
+}
+
+/// iftype vhostuser (Intel's ovs-dpdk style NetConf): a vhost-user port, device-info, CHECK, DEL.
+#[test]
+fn vhostuser_attachment() {
+    need_plugins!();
+    let e = Env::new();
+    let sw = FakeSwitch::start(&e.control);
+    let di = e.dir.path().join("vh-devinfo.json");
+    let mut c = e.conf("1.1.0");
+    c["host"] = json!({"engine": "ovs-dpdk", "iftype": "vhostuser", "netType": "bridge",
+        "vhost": {"mode": "server"}, "bridge": {"bridgeName": "br0", "vlanId": 7}});
+    c["container"] = json!({"engine": "ovs-dpdk", "iftype": "vhostuser", "netType": "interface",
+        "vhost": {"mode": "client"}});
+    c["runtimeConfig"] = json!({"CNIDeviceInfoFile": di});
+    // Same mode on both sides is a config error whatever the engine.
+    let mut same = c.clone();
+    same["container"]["vhost"]["mode"] = json!("server");
+    assert_eq!(e.run("ADD", "vh0", "net1", &same).code(), 7);
+
+    let r = e.run("ADD", "vh1", "net1", &c);
+    assert!(r.ok, "{r:?}");
+    let j = r.json();
+    let sock = j["interfaces"][0]["socketPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(sock.ends_with("/vh1/vh1-net1"), "{sock}");
+    let p = sw.port("c-vh1-net1").unwrap();
+    let kind = serde_json::to_value(&p.kind).unwrap();
+    assert_eq!(
+        (kind["type"].as_str(), kind["mode"].as_str()),
+        (Some("vhost-user"), Some("server"))
+    );
+    assert_eq!(p.vlan, VlanMode::Access(7));
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&di).unwrap()).unwrap();
+    assert_eq!(d["type"], "vhost-user");
+    assert_eq!(d["vhost-user"]["mode"], "client");
+    assert_eq!(d["vhost-user"]["path"], sock.as_str());
+    let mut chk = c.clone();
+    chk["prevResult"] = j;
+    assert!(e.run("CHECK", "vh1", "net1", &chk).ok);
+    assert!(e.run("DEL", "vh1", "net1", &chk).ok);
+    assert!(e.pod_dirs().is_empty() && sw.port_names().is_empty() && e.leased_ips().is_empty());
 }

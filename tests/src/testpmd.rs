@@ -53,6 +53,9 @@ pub struct TestpmdBuilder {
     vdevs: Vec<String>,
     n_memif: u32,
     n_pcap: u32,
+    n_virtio: u32,
+    /// More EAL arguments (before `--`).
+    eal: Vec<String>,
     lcores: String,
     forward_mode: String,
     queues: u16,
@@ -76,6 +79,8 @@ impl TestpmdBuilder {
             vdevs: Vec::new(),
             n_memif: 0,
             n_pcap: 0,
+            n_virtio: 0,
+            eal: Vec::new(),
             lcores: "0@1,1@1".into(),
             forward_mode: "rxonly".into(),
             queues: 1,
@@ -122,6 +127,27 @@ impl TestpmdBuilder {
     pub fn memif_server(self, socket: &str, mac: &str) -> Self {
         let m = format!("mac={mac}");
         self.memif("server", socket, 0, &[&m])
+    }
+    /// A DPDK `virtio_user` port (vhost-user frontend) on `path` with a fixed MAC; `extra`
+    /// more devargs such as `"server=1"`, `"queues=2"`, `"queue_size=256"`. Adds
+    /// `--single-file-segments` (vhost-user carries at most 8 memory regions).
+    pub fn virtio_user(mut self, path: &str, mac: &str, extra: &[&str]) -> Self {
+        let mut v = format!("net_virtio_user{},path={path},mac={mac}", self.n_virtio);
+        for e in extra {
+            v.push(',');
+            v.push_str(e);
+        }
+        self.n_virtio += 1;
+        self.vdevs.push(v);
+        if !self.eal.iter().any(|a| a == "--single-file-segments") {
+            self.eal.push("--single-file-segments".into());
+        }
+        self
+    }
+    /// An extra EAL argument (before `--`).
+    pub fn eal(mut self, a: &str) -> Self {
+        self.eal.push(a.into());
+        self
     }
     /// A pcap port: frames of `rx` are received once (then nothing), frames sent to it are
     /// written to `tx` (flushed when testpmd quits).
@@ -209,6 +235,7 @@ impl TestpmdBuilder {
             a.push("--vdev".into());
             a.push(v.clone());
         }
+        a.extend(self.eal.iter().cloned());
         a.push("--".into());
         a.push("-i".into());
         a.push(format!("--forward-mode={}", self.forward_mode));

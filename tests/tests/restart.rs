@@ -100,6 +100,12 @@ fn daemon_kill9_restart_restores_ports() {
     check_flow(&s, &mut a, &mut b, "b");
     let before = s.sw.show();
 
+    // DPDK's memif PMD unmaps a region on disconnect while its forwarding lcore may still be
+    // polling the ring (seen: testpmd dies silently when uswitchd is killed under it). That race
+    // is DPDK's, not ours: stop the peers' forwarding before killing the daemon.
+    for t in [&mut a, &mut b, &mut c] {
+        t.stop_fwd().unwrap();
+    }
     s.sw.restart().unwrap();
     let after = s.sw.show();
     let names = |r: &uswitch::control::api::ShowResult| {
@@ -116,6 +122,7 @@ fn daemon_kill9_restart_restores_ports() {
 
     // uswitch's client port reconnects on its own; testpmd's server side needs nothing.
     s.sw.wait_link("c", true, LINK).unwrap();
+    c.start_fwd().unwrap();
     // DPDK memif clients never retry: restart their ports (see docs/testing.md).
     a.restart_port(0).unwrap();
     b.restart_port(0).unwrap();

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uswitch::config::{PortConfig, PortKind};
+use uswitch::config::PortConfig;
 use uswitch::control::api::{ApiError, ErrorCode, PortEntry, Request, Response};
 use uswitch::port::PortInfo;
 
@@ -62,13 +62,9 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
                     return err(ErrorCode::NotFound, format!("bridge {b} not found"));
                 }
             }
-            let binds = match &port.kind {
-                PortKind::Memif(m) => m.role == uswitch::config::MemifRole::Server,
-                PortKind::VhostUser(v) => v.mode == uswitch::config::VhostUserMode::Server,
-            };
-            let socket = port.kind.socket();
-            let listener = if binds {
-                match UnixListener::bind(socket) {
+            let (socket, listens) = socket_of(&port);
+            let listener = if listens {
+                match UnixListener::bind(&socket) {
                     Ok(l) => Some(l),
                     Err(e) => return err(ErrorCode::Io, format!("bind {socket}: {e}")),
                 }
@@ -84,9 +80,10 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
             Response::ok(serde_json::to_value(entry).unwrap())
         }
         Request::PortDel { name } => match s.ports.remove(&name) {
-            Some((p, listener)) => {
-                if listener.is_some() {
-                    let _ = std::fs::remove_file(p.kind.socket());
+            Some((p, _)) => {
+                let (socket, listens) = socket_of(&p);
+                if listens {
+                    let _ = std::fs::remove_file(&socket);
                 }
                 s.xconnects.retain(|(a, b)| *a != name && *b != name);
                 Response::ok(serde_json::Value::Null)
@@ -119,10 +116,22 @@ fn handle(st: &Mutex<FakeState>, req: Request) -> Response {
     }
 }
 
+/// Socket path and whether uswitch listens there, for any port kind (via the wire format:
+/// memif `role`, vhost-user `mode`).
+pub fn socket_of(p: &PortConfig) -> (String, bool) {
+    let v = serde_json::to_value(&p.kind).unwrap();
+    let socket = v["socket"].as_str().unwrap_or_default().to_string();
+    let listens = v["role"] == "server" || v["mode"] == "server";
+    (socket, listens)
+}
+
 fn info(p: &PortConfig) -> PortInfo {
     PortInfo {
         name: p.name.clone(),
-        kind: "memif".into(),
+        kind: serde_json::to_value(&p.kind).unwrap()["type"]
+            .as_str()
+            .unwrap_or("memif")
+            .into(),
         link_up: false,
         peer_name: None,
         peer_version: None,

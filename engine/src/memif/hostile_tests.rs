@@ -428,7 +428,10 @@ fn leak_child() {
         drop(client);
         let t0 = Instant::now();
         while server.link_up() {
-            assert!(t0.elapsed() < Duration::from_secs(2));
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "timed out waiting for link down"
+            );
             server.poll_control(Instant::now());
         }
         assert_eq!(counts(), base, "after reconnect {i}");
@@ -489,7 +492,10 @@ fn client_refuses_bad_hello_and_retries() {
     drop(listener);
     let t0 = Instant::now();
     while client.info().details["state"] != "waiting" {
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for link down"
+        );
         client.poll_control(Instant::now());
     }
     assert!(!client.link_up());

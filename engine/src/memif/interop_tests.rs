@@ -2,11 +2,29 @@
 //!
 //! `#[ignore]`d; run with environment variables, e.g.:
 //! ```text
-//! MEMIF_SOCKET=/tmp/x.sock MEMIF_ROLE=server MEMIF_SECS=10 MEMIF_TX_LEN=0 \
+//! MEMIF_SOCKET=/tmp/x.sock MEMIF_ROLE=server MEMIF_SECS=14 MEMIF_TX_LEN=0 \
 //!   cargo test -p uswitch-engine --release dpdk_interop -- --ignored --nocapture
+//! dpdk-testpmd --no-pci --file-prefix memifhelper -m 256 --lcores 0@1,1@1 \
+//!   --vdev net_memif0,role=client,socket=/tmp/x.sock,id=0,socket-abstract=no \
+//!   -- --forward-mode=txonly --auto-start --stats-period 3
 //! ```
 //! It polls the port, receives and releases everything, and when `MEMIF_TX_LEN` > 0 transmits
-//! bursts of 32 frames of that length (at most `MEMIF_TX_COUNT` in all); it prints the port counters once a second.
+//! bursts of 32 frames of that length (at most `MEMIF_TX_COUNT` in all); it prints the port
+//! counters once a second. Other knobs: `MEMIF_ROLE=client`, `MEMIF_QUEUES`, `MEMIF_ID`,
+//! `MEMIF_SECRET`, `MEMIF_RING` (log2), `MEMIF_BSIZE`.
+//!
+//! Notes from running it against DPDK 22.11 (Debian `dpdk`):
+//! - DPDK's vdev defaults to an abstract socket; filesystem paths need `socket-abstract=no`.
+//! - A DPDK *server* answers "ID not found" until testpmd has started the port; our client
+//!   counts that as a control error and retries with backoff.
+//! - testpmd `txonly` with chained packets (`--txpkts=2000,2000,2000,2000,1000` or
+//!   `--mbuf-size=10240 --txpkts=9000`) overruns the C2S ring when the receiver falls behind:
+//!   head ran thousands of slots past our tail (seen: head 33600 and 43520 with tail 0). One
+//!   cause is visible in DPDK's copy path: a chain may start with one free slot fewer than it
+//!   needs, the u16 free count wraps, and from then on it never waits. DPDK's own memif server
+//!   shows the same traffic as frames averaging ~8975 bytes instead of 9000. We report it as a
+//!   protocol violation and disconnect, as intended. Jumbo frames in the other direction (our
+//!   tx, testpmd rxonly) arrive exactly.
 use crate::config::{MemifConfig, MemifMode, MemifRole};
 use crate::memif::MemifPort;
 use crate::port::{PktRef, Port, TxItem, VlanEdit};

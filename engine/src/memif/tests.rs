@@ -159,7 +159,10 @@ fn loopback(socket: &str) {
     drop(client);
     let t0 = Instant::now();
     while server.link_up() {
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for link down"
+        );
         server.poll_control(Instant::now());
     }
     assert_eq!(server.stats().disconnects, 1);
@@ -203,7 +206,10 @@ fn client_reconnects_after_server_restart() {
     drop(server);
     let t0 = Instant::now();
     while client.link_up() {
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for link down"
+        );
         client.poll_control(Instant::now());
     }
     let mut server = MemifPort::new("srv", &cfg(s, MemifRole::Server, 1)).unwrap();
@@ -223,7 +229,10 @@ fn secret_and_id_must_match() {
     let mut client = MemifPort::new("cli", &ccfg).unwrap();
     let t0 = Instant::now();
     while server.stats().control_errors == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "timed out waiting for link down"
+        );
         server.poll_control(Instant::now());
         client.poll_control(Instant::now());
     }
