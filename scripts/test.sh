@@ -44,17 +44,19 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --release"
 cargo build --workspace --release --bins
 
-step "unit tests: cargo test --workspace --exclude uswitch-e2e --no-fail-fast"
+# uswitch-bench's tests drive real traffic through uswitchd (its generator must be optimized):
+# they run with the e2e tests, in release.
+step "unit tests: cargo test --workspace --exclude uswitch-e2e --exclude uswitch-bench --no-fail-fast"
 set +e
-cargo test --workspace --exclude uswitch-e2e --no-fail-fast 2>&1 | tee -a "$log"
+cargo test --workspace --exclude uswitch-e2e --exclude uswitch-bench --no-fail-fast 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" != 0 ]; then summary; echo "FAILED: unit tests (exit $rc)"; exit "$rc"; fi
 
-step "end-to-end tests: cargo test -p uswitch-e2e --release --no-fail-fast -- --test-threads=1"
+step "end-to-end tests: cargo test -p uswitch-e2e -p uswitch-bench --release --no-fail-fast -- --test-threads=1"
 set +e
 timeout --kill-after=30 "${E2E_TIMEOUT:-2700}" \
-  cargo test -p uswitch-e2e --release --no-fail-fast -- --test-threads=1 ${E2E_FILTER:+"$E2E_FILTER"} 2>&1 | tee -a "$log"
+  cargo test -p uswitch-e2e -p uswitch-bench --release --no-fail-fast -- --test-threads=1 ${E2E_FILTER:+"$E2E_FILTER"} 2>&1 | tee -a "$log"
 rc=${PIPESTATUS[0]}
 set -e
 rm -f /dev/hugepages/uswe2e* 2>/dev/null || true
