@@ -167,8 +167,17 @@ fn paced_tx_through_bridge_arrives_exactly() {
         "1",
         "--json",
     ]);
-    // Let rx connect first so the bridge has somewhere to flood to.
-    std::thread::sleep(Duration::from_millis(500));
+    // Let rx connect first so the bridge has somewhere to flood to (a fixed sleep is not
+    // enough on a loaded machine: wait for the link).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = ctl(&control, &["stats", "b"]);
+        if st[0]["link_up"].as_bool() == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < until, "rx endpoint never connected: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let rate = RATE.to_string();
     let tx = bench(&[
         "tx",
