@@ -24,6 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+echo "==> dependencies (idempotent)"
+[ "${SKIP_DEPS:-0}" = 1 ] || ./scripts/install-deps.sh
 echo "==> building release binaries"
 cargo build --release --bins -q
 ./scripts/hugepages.sh

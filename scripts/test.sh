@@ -65,4 +65,16 @@ if [ "$rc" != 0 ]; then
   echo "FAILED: end-to-end tests (exit $rc); process logs in ${CARGO_TARGET_DIR:-$root/target}/e2e-logs/"
   exit "$rc"
 fi
+# The loopback benchmark in its short mode (2 s per case), so the script cannot rot. Numbers
+# from it are not checked here (benchmarks, not timed tests); the table must come out whole.
+if [ "${SKIP_LOOPBACK:-0}" != 1 ]; then
+  step "benchmark smoke: benches/loopback.sh --short"
+  lb_out=$(mktemp /tmp/uswitch-loopback.XXXXXX.md)
+  if ! bash benches/loopback.sh --short --out "$lb_out"; then
+    echo "FAILED: benches/loopback.sh --short"; exit 1
+  fi
+  grep -q '^| uswitch-bridge ' "$lb_out" && grep -q '^| uswitch-xconnect ' "$lb_out" \
+    || { echo "FAILED: loopback table lacks uswitch rows"; cat "$lb_out"; exit 1; }
+  rm -f "$lb_out"
+fi
 echo "OK: all tests passed"
