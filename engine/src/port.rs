@@ -146,6 +146,21 @@ impl<'a> PktReader<'a> {
         })
     }
 
+    /// The reader for one transmit item, or None after counting why it cannot be sent: an index
+    /// outside the burst (`no_buffer`), or a VLAN edit on a runt frame (`no_route`).
+    #[inline]
+    pub fn for_item(pkts: &'a [PktRef], it: &TxItem, st: &mut QueueStats) -> Option<Self> {
+        let Some(pkt) = pkts.get(usize::from(it.idx)) else {
+            st.count_drop(Drop::NoBuffer, 1);
+            return None;
+        };
+        let rd = PktReader::new(pkt, it.edit);
+        if rd.is_none() {
+            st.count_drop(Drop::NoRoute, 1);
+        }
+        rd
+    }
+
     /// Length of the packet as it will be sent.
     #[inline]
     pub fn out_len(&self) -> u32 {

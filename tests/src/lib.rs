@@ -140,3 +140,34 @@ pub fn temp_dir(tag: &str) -> tempfile::TempDir {
         .tempdir_in("/tmp")
         .unwrap_or_else(|e| panic!("cannot create temp dir: {e}"))
 }
+
+/// The libcni runner: `cnitool-lite` from PATH, else built once into the target dir with
+/// `../shared/tools/cnitool-lite/build.sh`.
+pub fn cnitool() -> PathBuf {
+    if let Ok(out) = std::process::Command::new("sh")
+        .args(["-c", "command -v cnitool-lite"])
+        .output()
+    {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !p.is_empty() {
+            return PathBuf::from(p);
+        }
+    }
+    let dest = target_dir().join("cnitool");
+    let bin = dest.join("cnitool-lite");
+    if !bin.exists() {
+        let script = workspace_root().join("../shared/tools/cnitool-lite/build.sh");
+        std::fs::create_dir_all(&dest).unwrap();
+        let st = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&dest)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "cannot build cnitool-lite with {}",
+            script.display()
+        );
+    }
+    bin
+}

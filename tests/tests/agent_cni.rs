@@ -14,35 +14,6 @@ use uswitch_e2e::{
 };
 
 /// `cnitool-lite` from PATH, else built into the target dir from `../shared/tools/cnitool-lite`.
-fn cnitool() -> PathBuf {
-    if let Ok(out) = Command::new("sh")
-        .args(["-c", "command -v cnitool-lite"])
-        .output()
-    {
-        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !p.is_empty() {
-            return PathBuf::from(p);
-        }
-    }
-    let dest = uswitch_e2e::target_dir().join("cnitool");
-    let bin = dest.join("cnitool-lite");
-    if !bin.exists() {
-        let script = workspace_root().join("../shared/tools/cnitool-lite/build.sh");
-        std::fs::create_dir_all(&dest).unwrap();
-        let st = Command::new("bash")
-            .arg(&script)
-            .arg(&dest)
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "cannot build cnitool-lite with {}",
-            script.display()
-        );
-    }
-    bin
-}
-
 struct Cni {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -77,7 +48,7 @@ impl Cni {
         let conf = d.join("uswitch-tuning.conflist");
         std::fs::write(&conf, text).unwrap();
         Cni {
-            tool: cnitool(),
+            tool: uswitch_e2e::cnitool(),
             dir,
             bin,
             conf,

@@ -18,35 +18,6 @@ use uswitch_e2e::{bin_path, e2e_lock, temp_dir, workspace_root, NetNs, TestpmdBu
 const LINK: Duration = Duration::from_secs(15);
 
 /// `cnitool-lite` from PATH, else built into the target dir from `../shared/tools/cnitool-lite`.
-fn cnitool() -> PathBuf {
-    if let Ok(out) = Command::new("sh")
-        .args(["-c", "command -v cnitool-lite"])
-        .output()
-    {
-        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !p.is_empty() {
-            return PathBuf::from(p);
-        }
-    }
-    let dest = uswitch_e2e::target_dir().join("cnitool");
-    let bin = dest.join("cnitool-lite");
-    if !bin.exists() {
-        let script = workspace_root().join("../shared/tools/cnitool-lite/build.sh");
-        std::fs::create_dir_all(&dest).unwrap();
-        let st = Command::new("bash")
-            .arg(&script)
-            .arg(&dest)
-            .status()
-            .unwrap();
-        assert!(
-            st.success(),
-            "cannot build cnitool-lite with {}",
-            script.display()
-        );
-    }
-    bin
-}
-
 /// A CNI_PATH with the plugin (as `uswitch-cni` and `userspace`) and the Debian plugins.
 struct Cni {
     dir: tempfile::TempDir,
@@ -74,7 +45,7 @@ impl Cni {
         Cni {
             dir,
             bin,
-            tool: cnitool(),
+            tool: uswitch_e2e::cnitool(),
         }
     }
 

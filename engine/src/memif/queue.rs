@@ -300,13 +300,7 @@ impl TxQueue {
         };
         let mut sent = 0usize;
         for (i, it) in items.iter().enumerate() {
-            let Some(pkt) = pkts.get(usize::from(it.idx)) else {
-                st.count_drop(Drop::NoBuffer, 1);
-                continue;
-            };
-            let Some(mut rd) = PktReader::new(pkt, it.edit) else {
-                // The VLAN edit cannot apply to a runt frame: nothing sensible to send.
-                st.count_drop(Drop::NoRoute, 1);
+            let Some(mut rd) = PktReader::for_item(pkts, it, st) else {
                 continue;
             };
             let out_len = rd.out_len();

@@ -464,12 +464,7 @@ impl VirtQueue {
         let old = self.used_idx;
         let mut sent = 0;
         for (i, it) in items.iter().enumerate() {
-            let Some(pkt) = pkts.get(usize::from(it.idx)) else {
-                st.count_drop(Drop::NoBuffer, 1);
-                continue;
-            };
-            let Some(mut rd) = PktReader::new(pkt, it.edit) else {
-                st.count_drop(Drop::NoRoute, 1);
+            let Some(mut rd) = PktReader::for_item(pkts, it, st) else {
                 continue;
             };
             let out_len = rd.out_len();
