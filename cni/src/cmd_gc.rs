@@ -66,7 +66,10 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<G
     // 2. Orphan ports under our shared dir.
     for p in sw.ports()? {
         let name = &p.config.name;
-        let socket = p.config.kind.socket().to_string();
+        // Only ports with a socket are ours (the plugin makes memif and vhost-user ports).
+        let Some(socket) = p.config.kind.socket().map(str::to_string) else {
+            continue;
+        };
         if !name.starts_with("c-") || valid_ports.contains(name) || claimed_elsewhere.contains(name)
         {
             continue;

@@ -63,14 +63,25 @@ pub struct PortConfig {
 pub enum PortKind {
     Memif(MemifConfig),
     VhostUser(VhostUserConfig),
+    /// A Linux network interface through an AF_PACKET socket (no Unix socket).
+    Kernel(KernelConfig),
 }
 
 impl PortKind {
-    /// The Unix socket path of the port (memif or vhost-user).
-    pub fn socket(&self) -> &str {
+    /// The `"type"` of the port as it appears in the API and config files.
+    pub fn type_name(&self) -> &'static str {
         match self {
-            PortKind::Memif(m) => &m.socket,
-            PortKind::VhostUser(v) => &v.socket,
+            PortKind::Memif(_) => "memif",
+            PortKind::VhostUser(_) => "vhost-user",
+            PortKind::Kernel(_) => "kernel",
+        }
+    }
+    /// The Unix socket path of the port (memif, vhost-user); None for kinds without a socket.
+    pub fn socket(&self) -> Option<&str> {
+        match self {
+            PortKind::Memif(m) => Some(&m.socket),
+            PortKind::VhostUser(v) => Some(&v.socket),
+            PortKind::Kernel(_) => None,
         }
     }
     /// Queue pairs the port is configured for.
@@ -78,8 +89,59 @@ impl PortKind {
         match self {
             PortKind::Memif(m) => m.queues,
             PortKind::VhostUser(v) => v.queues,
+            PortKind::Kernel(_) => 1,
         }
     }
+}
+
+/// A kernel network interface (e.g. a NIC, veth, bond) used as a port through AF_PACKET.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelConfig {
+    /// Interface name (1..=15 bytes, as `ip link` shows it).
+    pub iface: String,
+    /// Bytes per ring frame, a power of two; the largest frame the port carries is
+    /// `frame_size` minus the ring header (see docs/kernel-port.md). 2048 fits MTU 1500
+    /// (VLAN tagged); MTU 9000 needs 16384.
+    #[serde(default = "default_kernel_frame_size")]
+    pub frame_size: u32,
+    /// Transmit straight to the driver, bypassing the interface's qdisc (no tc shaping on
+    /// frames uswitch sends; a full driver queue drops instead of queueing).
+    #[serde(default = "default_true")]
+    pub qdisc_bypass: bool,
+}
+
+/// Longest Linux interface name (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+pub const MIN_KERNEL_FRAME: u32 = 2048;
+pub const MAX_KERNEL_FRAME: u32 = 65536;
+
+pub fn default_kernel_frame_size() -> u32 {
+    2048
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Linux interface name rules (`dev_valid_name`): 1..=15 bytes, not `.` or `..`, no `/`,
+/// `:`, whitespace or NUL.
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_IFNAME {
+        return Err(format!(
+            "interface name {name:?} must be 1..={MAX_IFNAME} bytes"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("interface name {name:?} is not allowed"));
+    }
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+    {
+        return Err(format!(
+            "interface name {name:?} contains '/', ':', whitespace or NUL"
+        ));
+    }
+    Ok(())
 }
 
 /// Which side of the vhost-user socket uswitch is. uswitch is always the vhost-user *backend*
@@ -335,6 +397,17 @@ impl PortConfig {
                     )));
                 }
             }
+            PortKind::Kernel(k) => {
+                validate_ifname(&k.iface).map_err(bad)?;
+                if !k.frame_size.is_power_of_two()
+                    || !(MIN_KERNEL_FRAME..=MAX_KERNEL_FRAME).contains(&k.frame_size)
+                {
+                    return Err(bad(format!(
+                        "frame-size must be a power of two {MIN_KERNEL_FRAME}..={MAX_KERNEL_FRAME}, got {}",
+                        k.frame_size
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -428,5 +501,52 @@ mod tests {
             queues: 0,
         });
         assert!(bad.validate().unwrap_err().to_string().contains("queues"));
+    }
+
+    #[test]
+    fn kernel_port_config() {
+        let p: PortConfig = serde_json::from_str(
+            r#"{"name":"up0","type":"kernel","iface":"eth0","bridge":"br0","vlan":{"trunk":[10]}}"#,
+        )
+        .unwrap();
+        let PortKind::Kernel(k) = &p.kind else {
+            panic!("not kernel")
+        };
+        assert_eq!(
+            (k.iface.as_str(), k.frame_size, k.qdisc_bypass),
+            ("eth0", 2048, true)
+        );
+        assert_eq!(p.kind.socket(), None);
+        assert_eq!(p.kind.type_name(), "kernel");
+        p.validate().unwrap();
+        let back: PortConfig = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        let c = SwitchConfig::parse(
+            "[[ports]]\nname='up0'\ntype='kernel'\niface='veth-a'\nframe_size=16384\n",
+            true,
+        )
+        .unwrap();
+        c.ports[0].validate().unwrap();
+        for (iface, frame, want) in [
+            ("", 2048, "1..=15"),
+            ("sixteen-chars-xx", 2048, "1..=15"),
+            ("a/b", 2048, "'/'"),
+            ("a b", 2048, "whitespace"),
+            ("eth0:1", 2048, "':'"),
+            ("..", 2048, "not allowed"),
+            ("eth0", 3000, "power of two"),
+            ("eth0", 1024, "power of two"),
+            ("eth0", 131072, "power of two"),
+        ] {
+            let mut q = p.clone();
+            q.kind = PortKind::Kernel(KernelConfig {
+                iface: iface.into(),
+                frame_size: frame,
+                qdisc_bypass: true,
+            });
+            let e = q.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{iface:?}/{frame}: {e}");
+        }
+        validate_ifname("x123456789abcde").unwrap();
     }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use uswitch::config::{
-    BridgeConfig, MemifConfig, MemifMode, MemifRole, PortConfig, PortKind, VhostUserConfig,
-    VhostUserMode, VlanMode, MAX_LOG2_RING, MIN_LOG2_RING,
+    BridgeConfig, KernelConfig, MemifConfig, MemifMode, MemifRole, PortConfig, PortKind,
+    VhostUserConfig, VhostUserMode, VlanMode, MAX_LOG2_RING, MIN_LOG2_RING,
 };
 use uswitch::control::api::{FdbEntry, PortEntry, Request, ShowResult, WorkerStats};
 use uswitch::control::client::{call, ClientError, DEFAULT_CONTROL};
@@ -86,6 +86,8 @@ enum BridgeCmd {
 enum PortType {
     Memif,
     VhostUser,
+    /// A Linux interface through AF_PACKET (`--iface`).
+    Kernel,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -109,9 +111,18 @@ struct PortAddArgs {
     name: String,
     #[arg(value_enum)]
     kind: PortType,
-    /// Socket path (absolute), or @name for an abstract socket.
+    /// memif, vhost-user: socket path (absolute), or @name for an abstract memif socket.
     #[arg(long, value_name = "PATH")]
-    socket: String,
+    socket: Option<String>,
+    /// kernel: the Linux interface to attach (e.g. eth0, a veth end).
+    #[arg(long, value_name = "IFNAME")]
+    iface: Option<String>,
+    /// kernel: bytes per ring frame, a power of two [default: 2048; 16384 for MTU 9000].
+    #[arg(long, value_name = "N")]
+    frame_size: Option<u32>,
+    /// kernel: send through the interface's qdisc (tc) instead of straight to the driver.
+    #[arg(long)]
+    no_qdisc_bypass: bool,
     /// memif: server (uswitch listens, the peer allocates memory) or client (uswitch connects).
     #[arg(long, value_enum)]
     role: Option<RoleArg>,
@@ -121,9 +132,9 @@ struct PortAddArgs {
     /// memif secret (at most 24 bytes; the peer must send the same).
     #[arg(long, value_name = "S")]
     secret: Option<String>,
-    /// Queue pairs.
-    #[arg(long, value_name = "N", default_value_t = uswitch::config::default_queues())]
-    queues: u16,
+    /// memif, vhost-user: queue pairs [default: 1].
+    #[arg(long, value_name = "N")]
+    queues: Option<u16>,
     /// memif ring size as log2 of slots (10 = 1024, like DPDK rsize), or a slot count (power
     /// of two) [memif default: 10].
     #[arg(long, value_name = "N", value_parser = parse_ring_size)]
@@ -152,7 +163,7 @@ enum PortCmd {
     Add(PortAddArgs),
     /// Delete a port, its socket and its xconnect.
     Del { name: String },
-    /// List ports: type, role, link, bridge/VLAN, socket, memory backing, peer.
+    /// List ports: type, role, link, bridge/VLAN, socket or interface, memory backing, peer.
     List,
 }
 
@@ -230,6 +241,26 @@ fn parse_ring_size(s: &str) -> Result<u8, String> {
 
 /// Checks option combinations clap cannot express (which options belong to which port type).
 fn check_port_add(a: &PortAddArgs) -> Result<(), String> {
+    let memif_only = [
+        (a.role.is_some(), "--role"),
+        (a.id.is_some(), "--id"),
+        (a.secret.is_some(), "--secret"),
+        (a.ring_size.is_some(), "--ring-size"),
+        (a.buffer_size.is_some(), "--buffer-size"),
+    ];
+    let kernel_only = [
+        (a.iface.is_some(), "--iface"),
+        (a.frame_size.is_some(), "--frame-size"),
+        (a.no_qdisc_bypass, "--no-qdisc-bypass"),
+    ];
+    if !matches!(a.kind, PortType::Kernel) {
+        if a.socket.is_none() {
+            return Err("memif and vhost-user ports need --socket PATH".into());
+        }
+        if let Some((_, opt)) = kernel_only.iter().find(|(given, _)| *given) {
+            return Err(format!("{opt} applies to kernel ports only"));
+        }
+    }
     match a.kind {
         PortType::Memif => {
             if a.role.is_none() {
@@ -243,15 +274,25 @@ fn check_port_add(a: &PortAddArgs) -> Result<(), String> {
             if !matches!(a.mode, Some(ModeArg::Server | ModeArg::Client)) {
                 return Err("vhost-user ports need --mode server|client".into());
             }
-            let memif_only = [
-                (a.role.is_some(), "--role"),
-                (a.id.is_some(), "--id"),
-                (a.secret.is_some(), "--secret"),
-                (a.ring_size.is_some(), "--ring-size"),
-                (a.buffer_size.is_some(), "--buffer-size"),
-            ];
             if let Some((_, opt)) = memif_only.iter().find(|(given, _)| *given) {
                 return Err(format!("{opt} applies to memif ports only"));
+            }
+        }
+        PortType::Kernel => {
+            if a.iface.is_none() {
+                return Err("kernel ports need --iface IFNAME".into());
+            }
+            let not_kernel = [
+                (a.socket.is_some(), "--socket"),
+                (a.queues.is_some(), "--queues"),
+                (a.mode.is_some(), "--mode"),
+            ];
+            if let Some((_, opt)) = memif_only
+                .iter()
+                .chain(not_kernel.iter())
+                .find(|(given, _)| *given)
+            {
+                return Err(format!("{opt} does not apply to kernel ports"));
             }
         }
     }
@@ -285,14 +326,14 @@ fn port_config(a: PortAddArgs) -> PortConfig {
     };
     let kind = match a.kind {
         PortType::Memif => PortKind::Memif(MemifConfig {
-            socket: a.socket,
+            socket: a.socket.unwrap_or_default(),
             role: match a.role {
                 Some(RoleArg::Client) => MemifRole::Client,
                 _ => MemifRole::Server,
             },
             id: a.id.unwrap_or(0),
             secret: a.secret,
-            queues: a.queues,
+            queues: a.queues.unwrap_or(uswitch::config::default_queues()),
             ring_size: a.ring_size.unwrap_or(uswitch::config::default_ring_size()),
             buffer_size: a
                 .buffer_size
@@ -304,12 +345,19 @@ fn port_config(a: PortAddArgs) -> PortConfig {
             },
         }),
         PortType::VhostUser => PortKind::VhostUser(VhostUserConfig {
-            socket: a.socket,
+            socket: a.socket.unwrap_or_default(),
             mode: match a.mode {
                 Some(ModeArg::Client) => VhostUserMode::Client,
                 _ => VhostUserMode::Server,
             },
-            queues: a.queues,
+            queues: a.queues.unwrap_or(uswitch::config::default_queues()),
+        }),
+        PortType::Kernel => PortKind::Kernel(KernelConfig {
+            iface: a.iface.unwrap_or_default(),
+            frame_size: a
+                .frame_size
+                .unwrap_or(uswitch::config::default_kernel_frame_size()),
+            qdisc_bypass: !a.no_qdisc_bypass,
         }),
     };
     PortConfig {
@@ -493,6 +541,49 @@ mod tests {
 
     fn req(args: &str) -> Request {
         request(parse(args).unwrap().cmd).0
+    }
+
+    #[test]
+    fn port_add_kernel() {
+        let Request::PortAdd { port } =
+            req("port add up0 kernel --iface eth0 --bridge br0 --trunk 10,20")
+        else {
+            panic!()
+        };
+        let PortKind::Kernel(k) = &port.kind else {
+            panic!("not kernel")
+        };
+        assert_eq!(
+            (k.iface.as_str(), k.frame_size, k.qdisc_bypass),
+            ("eth0", 2048, true)
+        );
+        assert_eq!(port.vlan, VlanMode::Trunk(vec![10, 20]));
+        let Request::PortAdd { port } =
+            req("port add up1 kernel --iface veth1 --frame-size 16384 --no-qdisc-bypass")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            port.kind,
+            PortKind::Kernel(KernelConfig {
+                iface: "veth1".into(),
+                frame_size: 16384,
+                qdisc_bypass: false
+            })
+        );
+        for bad in [
+            "port add up0 kernel",
+            "port add up0 kernel --iface eth0 --socket /x",
+            "port add up0 kernel --iface eth0 --queues 2",
+            "port add up0 kernel --iface eth0 --role server",
+            "port add up0 kernel --iface eth0 --mode server",
+            "port add m memif --iface eth0 --socket /m --role server",
+            "port add v vhost-user --frame-size 4096 --socket /v --mode server",
+            "port add v vhost-user --mode server",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]

@@ -89,5 +89,6 @@ pub fn real_port_factory() -> PortFactory {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
         },
+        PortKind::Kernel(_) => Err("kernel ports are not implemented yet".into()),
     })
 }

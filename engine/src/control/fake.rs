@@ -284,8 +284,15 @@ impl Port for FakePort {
                 details.insert("mode".into(), mode.into());
                 "vhost-user"
             }
+            PortKind::Kernel(k) => {
+                details.insert("iface".into(), k.iface.as_str().into());
+                details.insert("frame_size".into(), k.frame_size.into());
+                "kernel"
+            }
         };
-        details.insert("socket".into(), self.cfg.kind.socket().into());
+        if let Some(socket) = self.cfg.kind.socket() {
+            details.insert("socket".into(), socket.into());
+        }
         details.insert("queues".into(), self.cfg.kind.queues().into());
         details.insert("memory".into(), "fake".into());
         PortInfo {
@@ -300,15 +307,21 @@ impl Port for FakePort {
 }
 
 /// Factory for [`FakePort`]s. Like a real server port it fails when the socket's directory
-/// does not exist (nothing is bound, so no file is created).
+/// does not exist (nothing is bound, so no file is created); like a real kernel port it fails
+/// when the interface does not exist (nothing is opened).
 pub fn fake_port_factory() -> PortFactory {
     Box::new(|pc: &PortConfig| {
         let binds = match &pc.kind {
             PortKind::Memif(m) => m.role == MemifRole::Server && !m.is_abstract(),
             PortKind::VhostUser(v) => v.mode == crate::config::VhostUserMode::Server,
+            PortKind::Kernel(k) => {
+                if !Path::new("/sys/class/net").join(&k.iface).exists() {
+                    return Err(format!("interface {} does not exist", k.iface));
+                }
+                false
+            }
         };
-        if binds {
-            let socket = pc.kind.socket();
+        if let (true, Some(socket)) = (binds, pc.kind.socket()) {
             let dir = Path::new(socket).parent().unwrap_or(Path::new("/"));
             if !dir.is_dir() {
                 return Err(format!(

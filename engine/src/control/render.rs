@@ -102,6 +102,7 @@ pub fn ports(entries: &[PortEntry]) -> String {
                     };
                     (mode, v.socket.clone())
                 }
+                PortKind::Kernel(k) => ("-", format!("iface {}", k.iface)),
             };
             let peer = match (&e.info.peer_name, &e.info.peer_version) {
                 (Some(n), Some(v)) => format!("{n} ({v})"),
@@ -127,7 +128,7 @@ pub fn ports(entries: &[PortEntry]) -> String {
             "ROLE",
             "LINK",
             "BRIDGE/VLAN",
-            "SOCKET",
+            "SOCKET/IFACE",
             "MEMORY",
             "PEER",
         ],

@@ -4,8 +4,9 @@
 //! Every change goes through three steps:
 //! 1. **validate** against the whole model (names unique, bridge exists, a port is either on a
 //!    bridge or in an xconnect, xconnect ports exist and are unbridged, a bridge with ports is
-//!    busy, no two ports share a server socket). Nothing is created before this passes; e.g. a
-//!    `port add` to a missing bridge never constructs the port, so no socket appears;
+//!    busy, no two ports share a server socket, no two kernel ports share an interface).
+//!    Nothing is created before this passes; e.g. a `port add` to a missing bridge never
+//!    constructs the port, so no socket appears;
 //! 2. **apply** to the backend; if the backend refuses, the model is untouched (the backend
 //!    changes nothing on error, see [`super::backend`]);
 //! 3. **persist** the new model to the state file; if that fails the change is undone in the
@@ -145,14 +146,34 @@ pub fn check_port_add(m: &SwitchConfig, p: &PortConfig) -> Result<(), SwitchErro
     // Two servers on one path would steal each other's socket; two clients with the same
     // socket and id would fight over one peer interface. A server and a client on the same
     // path (a loop through the switch) is allowed. vhost-user sockets are never shared.
+    if let Some(socket) = p.kind.socket() {
+        check_socket_free(m, p, socket)?;
+    }
+    // An interface has one kernel port: two AF_PACKET ports on it would each receive every
+    // frame and each send into it, duplicating traffic.
+    if let PortKind::Kernel(k) = &p.kind {
+        let other = m.ports.iter().find(|o| match &o.kind {
+            PortKind::Kernel(ok) => ok.iface == k.iface,
+            _ => false,
+        });
+        if let Some(o) = other {
+            return Err(SwitchError::Conflict(format!(
+                "interface {} is already used by kernel port {}",
+                k.iface, o.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_socket_free(m: &SwitchConfig, p: &PortConfig, socket: &str) -> Result<(), SwitchError> {
     for other in &m.ports {
-        if other.kind.socket() != p.kind.socket() {
+        if other.kind.socket() != Some(socket) {
             continue;
         }
         let (PortKind::Memif(new), PortKind::Memif(o)) = (&p.kind, &other.kind) else {
             return Err(SwitchError::Conflict(format!(
-                "socket {} is already used by port {}",
-                p.kind.socket(),
+                "socket {socket} is already used by port {}",
                 other.name
             )));
         };
@@ -496,7 +517,7 @@ impl Switch {
                     .cloned()
                     .unwrap_or_else(|| PortInfo {
                         name: p.name.clone(),
-                        kind: "memif".into(),
+                        kind: p.kind.type_name().into(),
                         ..PortInfo::default()
                     });
                 let xconnect = xconnect_of(&self.cfg, &p.name).map(|i| {

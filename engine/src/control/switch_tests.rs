@@ -351,3 +351,44 @@ fn stats_and_fdb_need_existing_objects() {
     assert_eq!(show.ports.len(), 1);
     assert_eq!(show.bridges[0].config.name, "br0");
 }
+
+fn kport(name: &str, iface: &str) -> PortConfig {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "type": "kernel", "iface": iface, "bridge": "br0", "vlan": {"access": 10}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn kernel_ports_have_no_socket_and_one_port_per_interface() {
+    let (mut sw, fake, made) = switch(None);
+    sw.add_bridge(BridgeConfig::new("br0")).unwrap();
+    let e = sw.add_port(kport("up0", "bad/name")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    let entry = sw.add_port(kport("up0", "veth-k0")).unwrap();
+    assert_eq!(entry.info.kind, "kernel");
+    // A memif port next to it: sockets and interfaces do not collide.
+    sw.add_port(bport("p0", "/tmp/k0.sock", "br0")).unwrap();
+    let e = sw.add_port(kport("up1", "veth-k0")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::AlreadyExists);
+    assert!(
+        e.to_string()
+            .contains("interface veth-k0 is already used by kernel port up0"),
+        "{e}"
+    );
+    assert_eq!(made.load(Ordering::SeqCst), 2);
+    sw.add_port(kport("up1", "veth-k1")).unwrap();
+    assert_eq!(fake.state().port_names(), vec!["up0", "p0", "up1"]);
+    // After deleting it, the interface is free again.
+    sw.del_port("up0").unwrap();
+    sw.add_port(kport("up2", "veth-k0")).unwrap();
+    // The state file form round-trips.
+    let text = serde_json::to_string(sw.config()).unwrap();
+    assert!(
+        text.contains(r#""type":"kernel","iface":"veth-k1""#),
+        "{text}"
+    );
+    let back: SwitchConfig = serde_json::from_str(&text).unwrap();
+    assert_eq!(&back, sw.config());
+    validate_config(&back).unwrap();
+}
