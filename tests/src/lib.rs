@@ -12,6 +12,7 @@ pub mod frames;
 pub mod memif_peer;
 pub mod netns;
 pub mod process;
+pub mod qemu;
 pub mod scenario;
 pub mod testpmd;
 pub mod uswitchd;
