@@ -7,6 +7,8 @@
 # `uswitch-bench reflect`). 64-byte frames; bursts 32 and 256; uswitch also with 16 ports
 # (8 bridges / 8 xconnects of 2 ports each: a single 16-port bridge would flood every frame 15x,
 # since reflected traffic never lets it learn the destination).
+# vhost-user (issue 7, cases '*/vhost/*'): the switch owns two vhost-user server sockets instead,
+# the reflector is testpmd with two net_virtio_user ports; baseline: testpmd's net_vhost io-fwd.
 #
 # Per case: warm-up W s, then the switch's cycle counters are cleared (testpmd `clear fwd stats
 # all` with --record-core-cycles, `uswitchctl stats --worker --clear`, OVS `pmd-stats-clear`) and

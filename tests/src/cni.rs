@@ -65,7 +65,13 @@ impl CniRunner {
         ifname: &str,
     ) -> serde_json::Value {
         let o = Command::new(&self.tool)
-            .args([cmd, &conf.to_string_lossy(), &ns.path().to_string_lossy(), cid, ifname])
+            .args([
+                cmd,
+                &conf.to_string_lossy(),
+                &ns.path().to_string_lossy(),
+                cid,
+                ifname,
+            ])
             .env("CNI_PATH", &self.bin)
             .output()
             .unwrap();
@@ -82,11 +88,13 @@ impl CniRunner {
 
     /// The pod config data file the plugin wrote for (cid, ifname).
     pub fn config_data(&self, cid: &str, ifname: &str) -> serde_json::Value {
-        let f = self
-            .shared()
-            .join(cid)
-            .join(format!("configData-{}-{ifname}.json", &cid[..12.min(cid.len())]));
-        serde_json::from_slice(&std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
-            .unwrap()
+        let f = self.shared().join(cid).join(format!(
+            "configData-{}-{ifname}.json",
+            &cid[..12.min(cid.len())]
+        ));
+        serde_json::from_slice(
+            &std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
+        )
+        .unwrap()
     }
 }

@@ -90,7 +90,9 @@ fn build_image() -> Result<GuestImage, String> {
     // A dynamically linked busybox names its loader (PT_INTERP); the static one does not.
     let bb = std::fs::read(busybox).unwrap_or_default();
     if bb.is_empty() || bb.windows(14).any(|w| w == b"/lib64/ld-linu") {
-        return Err("/bin/busybox is missing or not static (apt-get install busybox-static)".into());
+        return Err(
+            "/bin/busybox is missing or not static (apt-get install busybox-static)".into(),
+        );
     }
     let mods = format!("/lib/modules/{version}");
     let dep = std::fs::read_to_string(format!("{mods}/modules.dep"))
@@ -163,14 +165,19 @@ fn probe_kvm(img: &GuestImage) -> bool {
         return false;
     }
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-machine", "q35,accel=kvm", "-cpu", "host,-arch-capabilities"])
-        .args(["-m", "128M", "-smp", "1", "-nodefaults", "-no-user-config"])
-        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&img.kernel)
-        .arg("-initrd")
-        .arg(&img.initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"]);
+    cmd.args([
+        "-machine",
+        "q35,accel=kvm",
+        "-cpu",
+        "host,-arch-capabilities",
+    ])
+    .args(["-m", "128M", "-smp", "1", "-nodefaults", "-no-user-config"])
+    .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+    .arg("-kernel")
+    .arg(&img.kernel)
+    .arg("-initrd")
+    .arg(&img.initrd)
+    .args(["-append", "console=ttyS0 quiet panic=-1"]);
     let Ok(mut p) = ProcGuard::spawn("qemu-kvm-probe", cmd, false) else {
         return false;
     };
@@ -248,7 +255,12 @@ impl QemuBuilder {
         let mut a: Vec<String> = Vec::new();
         let mut push = |v: &[&str]| a.extend(v.iter().map(|s| s.to_string()));
         match accel {
-            Accel::Kvm => push(&["-machine", "q35,accel=kvm", "-cpu", "host,-arch-capabilities"]),
+            Accel::Kvm => push(&[
+                "-machine",
+                "q35,accel=kvm",
+                "-cpu",
+                "host,-arch-capabilities",
+            ]),
             Accel::Tcg => push(&["-machine", "q35", "-accel", "tcg"]),
         }
         let mem = format!("{}M", self.mem_mb);
@@ -264,10 +276,17 @@ impl QemuBuilder {
         push(&["-object", &backend, "-numa", "node,memdev=mem0"]);
         let kernel = img.kernel.to_string_lossy().into_owned();
         let initrd = img.initrd.to_string_lossy().into_owned();
-        let append = format!("console=ttyS0 quiet panic=-1 ipv6.disable=1 usw.ip={}", self.ip);
+        let append = format!(
+            "console=ttyS0 quiet panic=-1 ipv6.disable=1 usw.ip={}",
+            self.ip
+        );
         push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &append]);
         for (i, n) in self.nics.iter().enumerate() {
-            let server = if n.qemu_server { ",server=on,wait=off" } else { "" };
+            let server = if n.qemu_server {
+                ",server=on,wait=off"
+            } else {
+                ""
+            };
             let chardev = format!("socket,id=chr{i},path={}{server}", n.socket);
             let netdev = format!("vhost-user,id=net{i},chardev=chr{i},queues={}", n.queues);
             let mut dev = format!("virtio-net-pci,netdev=net{i},mac={}", n.mac);
@@ -294,8 +313,9 @@ impl QemuBuilder {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(&args);
         let name = format!("qemu-{}-{}", self.tag, SEQ.fetch_add(1, Ordering::Relaxed));
-        let proc = ProcGuard::spawn(&name, cmd, true)
-            .map_err(|e| format!("cannot start qemu-system-x86_64: {e} (apt-get install qemu-system-x86)"))?;
+        let proc = ProcGuard::spawn(&name, cmd, true).map_err(|e| {
+            format!("cannot start qemu-system-x86_64: {e} (apt-get install qemu-system-x86)")
+        })?;
         let mut q = Qemu {
             proc,
             accel,

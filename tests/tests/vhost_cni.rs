@@ -36,7 +36,11 @@ fn flow(sw: &Uswitchd, tx: &mut Testpmd, rx: &mut Testpmd, pin: &str, pout: &str
     let t = tx.stats(0).unwrap();
     let info = format!("{:?}\n{:?}", sw.stats(pin), sw.stats(pout));
     assert_eq!(t.tx_packets - tx0, want, "sender\n{info}");
-    assert_eq!(sw.stats(pin).total.rx_packets - in0, want, "uswitch rx\n{info}");
+    assert_eq!(
+        sw.stats(pin).total.rx_packets - in0,
+        want,
+        "uswitch rx\n{info}"
+    );
     assert_eq!(sent, want, "uswitch tx\n{info}");
     assert_eq!(r.rx_packets - rx0, want, "receiver\n{info}");
     assert_no_drops(&sw.stats(pin));
@@ -70,19 +74,36 @@ fn cni_vhostuser_passthrough_testpmd_to_memif_pod() {
     let sock = da["socketPath"].as_str().unwrap().to_string();
     assert!(std::path::Path::new(&sock).exists(), "{sock}");
     assert_eq!(entry["config"]["socket"], sock.as_str());
-    let mac = ra["interfaces"][0]["mac"].as_str().unwrap_or_default().to_string();
+    let mac = ra["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(!mac.is_empty(), "{ra}");
 
     // The agent, as the pod's init container would run it.
     let env = cni.dir.path().join("pod-a.env");
     let o = Command::new(bin_path("uswitch-agent"))
-        .args(["--shared-dir", &cni.shared().to_string_lossy(), "--container-id", CID_A])
-        .args(["--ifname", "net1", "passthrough", "--output", &env.to_string_lossy()])
+        .args([
+            "--shared-dir",
+            &cni.shared().to_string_lossy(),
+            "--container-id",
+            CID_A,
+        ])
+        .args([
+            "--ifname",
+            "net1",
+            "passthrough",
+            "--output",
+            &env.to_string_lossy(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let vdev = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    assert_eq!(vdev, format!("net_virtio_user0,path={sock},queues=1,mac={mac}"));
+    assert_eq!(
+        vdev,
+        format!("net_virtio_user0,path={sock},queues=1,mac={mac}")
+    );
     let envtext = std::fs::read_to_string(&env).unwrap();
     let eal = envtext
         .lines()
@@ -94,7 +115,10 @@ fn cni_vhostuser_passthrough_testpmd_to_memif_pod() {
     // testpmd with exactly the agent's EAL arguments, and a memif testpmd as pod B.
     let db = cni.config_data(CID_B, "net1");
     let sock_b = db["socketPath"].as_str().unwrap().to_string();
-    let mac_b = db["mac"].as_str().unwrap_or("02:00:00:00:00:0b").to_string();
+    let mac_b = db["mac"]
+        .as_str()
+        .unwrap_or("02:00:00:00:00:0b")
+        .to_string();
     let mut b = TestpmdBuilder::new("vhcni-b");
     b = b.memif_client(&sock_b, &mac_b).eth_peer(0, &mac);
     let mut tb = b.start().unwrap();
@@ -105,7 +129,8 @@ fn cni_vhostuser_passthrough_testpmd_to_memif_pod() {
     let mut ta = a.eth_peer(0, &mac_b).start().unwrap();
     ta.wait_link_up(LINK).unwrap();
     tb.wait_link_up(LINK).unwrap();
-    sw.wait_link(&pa, true, LINK).unwrap_or_else(|e| panic!("{e}\n{}", sw.tail()));
+    sw.wait_link(&pa, true, LINK)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sw.tail()));
     sw.wait_link(&pb, true, LINK).unwrap();
     ta.start_fwd().unwrap();
     tb.start_fwd().unwrap();
@@ -118,8 +143,15 @@ fn cni_vhostuser_passthrough_testpmd_to_memif_pod() {
         cni.run("del", &vconf, &na, CID_A, "net1");
         cni.run("del", &mconf, &nb, CID_B, "net1");
     }
-    assert!(sw.show().ports.is_empty(), "ports left: {}", sw.ctl_json(&["port", "list"]));
-    assert!(!std::path::Path::new(&sock).exists(), "vhost-user socket left: {sock}");
+    assert!(
+        sw.show().ports.is_empty(),
+        "ports left: {}",
+        sw.ctl_json(&["port", "list"])
+    );
+    assert!(
+        !std::path::Path::new(&sock).exists(),
+        "vhost-user socket left: {sock}"
+    );
     let left: Vec<_> = std::fs::read_dir(cni.shared())
         .into_iter()
         .flatten()

@@ -95,7 +95,10 @@ fn ping_both_ways(s: &Switch, vm: &mut Qemu, pod: &Pod, what: &str) {
     assert!(agreed, "{what}: counters disagree: {last}");
     eprintln!("{what}: {last}");
     let st = s.sw.stats("vm").total;
-    assert_eq!(st.drop_bad_desc, st0.drop_bad_desc, "{what}: bad descriptors");
+    assert_eq!(
+        st.drop_bad_desc, st0.drop_bad_desc,
+        "{what}: bad descriptors"
+    );
 }
 
 #[test]
@@ -114,10 +117,17 @@ fn qemu_guest_uswitch_server_reboot_and_restart() {
     eprintln!("port list: {info}");
     ping_both_ways(&s, &mut vm, &pod, "first boot");
     let maps_up = shm_maps(pid).len();
-    assert!(maps_up > maps0, "guest memory not mapped: {:?}", shm_maps(pid));
+    assert!(
+        maps_up > maps0,
+        "guest memory not mapped: {:?}",
+        shm_maps(pid)
+    );
     // The guest signals nothing itself (we poll), but it needs our call signals (interrupts).
     let calls = s.sw.ctl_json(&["port", "list"]).to_string();
-    assert!(!calls.contains("\"call_signals\":0"), "no call signals: {calls}");
+    assert!(
+        !calls.contains("\"call_signals\":0"),
+        "no call signals: {calls}"
+    );
 
     // Guest reboot: virtio reset, rings stopped (GET_VRING_BASE) and set up again.
     vm.reboot().unwrap_or_else(|e| panic!("{e}"));
