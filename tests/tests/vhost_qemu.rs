@@ -23,25 +23,6 @@ const LINK: Duration = Duration::from_secs(60);
 const GUEST_IP: &str = "10.66.0.20";
 const GUEST_MAC: &str = "52:54:00:66:00:20";
 
-fn add_vhost(s: &Switch, name: &str, mode: &str, queues: u16) {
-    let sock = s.sock_str(name);
-    let q = queues.to_string();
-    s.sw.ctl_ok(&[
-        "port",
-        "add",
-        name,
-        "vhost-user",
-        "--socket",
-        &sock,
-        "--mode",
-        mode,
-        "--queues",
-        &q,
-        "--bridge",
-        "br0",
-    ]);
-}
-
 /// A tap pod (10.66.0.1) on memif port `pod`, IPv6 off so only our traffic is counted.
 fn pod(s: &Switch, tag: &str) -> Pod {
     s.add_port("pod", "server", &[]);
@@ -106,7 +87,7 @@ fn qemu_guest_uswitch_server_reboot_and_restart() {
     let _l = e2e_lock();
     let s = Switch::with_bridge("vhq");
     let pod = pod(&s, "vhq-a");
-    add_vhost(&s, "vm", "server", 1);
+    s.add_vhost("vm", "server", 1);
     let pid = s.sw.pid();
     let (fds0, maps0) = (fd_count(pid), shm_maps(pid).len());
     let sock = s.sock_str("vm");
@@ -168,7 +149,7 @@ fn qemu_server_uswitch_client_reconnects() {
     let s = Switch::with_bridge("vhqc");
     let pod = pod(&s, "vhqc-a");
     // uswitch dials with backoff until QEMU listens.
-    add_vhost(&s, "vm", "client", 1);
+    s.add_vhost("vm", "client", 1);
     let sock = s.sock_str("vm");
     let mut vm = guest("vhqc", &sock, true, 1);
     s.sw.wait_link("vm", true, LINK)
@@ -193,7 +174,7 @@ fn qemu_two_queue_pairs() {
     let _l = e2e_lock();
     let s = Switch::with_bridge("vhqm");
     let pod = pod(&s, "vhqm-a");
-    add_vhost(&s, "vm", "server", 2);
+    s.add_vhost("vm", "server", 2);
     let mut vm = guest("vhqm", &s.sock_str("vm"), false, 2);
     s.sw.wait_link("vm", true, LINK)
         .unwrap_or_else(|e| panic!("{e}\n{}", s.sw.tail()));
