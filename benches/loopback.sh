@@ -7,6 +7,8 @@
 # `uswitch-bench reflect`). 64-byte frames; bursts 32 and 256; uswitch also with 16 ports
 # (8 bridges / 8 xconnects of 2 ports each: a single 16-port bridge would flood every frame 15x,
 # since reflected traffic never lets it learn the destination).
+# vhost-user (issue 7, cases '*/vhost/*'): the switch owns two vhost-user server sockets instead,
+# the reflector is testpmd with two net_virtio_user ports; baseline: testpmd's net_vhost io-fwd.
 #
 # Per case: warm-up W s, then the switch's cycle counters are cleared (testpmd `clear fwd stats
 # all` with --record-core-cycles, `uswitchctl stats --worker --clear`, OVS `pmd-stats-clear`) and
@@ -16,7 +18,7 @@
 #
 # Usage: benches/loopback.sh [--short] [--warmup S] [--window S] [--cases REGEX] [--out FILE]
 #   --short       2 s window, 1 s warm-up (CI).
-#   --cases RE    run only cases whose name matches RE (e.g. 'uswitch-bridge').
+#   --cases RE    run only cases whose name matches RE (e.g. 'uswitch-bridge', '/vhost/').
 #   --out FILE    also write the Markdown table to FILE.
 #   --perf FILE   also `perf record` the uswitch worker thread during the window of the
 #                 uswitch-bridge / uswitch-bench reflector / burst 32 case; report to FILE.
@@ -376,6 +378,103 @@ print("%.3f %s %s %s %s" % (r["rx_pps"]/1e6, f("p50_ns"), f("p99_ns"), f("p99_9_
     echo "   rx Mpps, p50/p99/p99.9/max us: $res $note" >&2
 }
 
+# ---- vhost-user transport (issue 7): cases "<switch>/vhost/testpmd/2p/b<burst>" -------------------
+# The switch under test owns two vhost-user SERVER sockets (testpmd: net_vhost io-fwd; uswitch:
+# two vhost-user ports, bridge or xconnect); the reflector is a testpmd with two net_virtio_user
+# ports (clients), io fwd, tx-first. Rows go to their own table.
+VRESULTS=$WORK/vhost.tsv
+: > "$VRESULTS"
+vhost_switch_start() { # KIND BURST
+    SWITCH_KIND=$1
+    local burst=$2 i
+    rm -f "$WORK"/v*.sock
+    case $1 in
+        testpmd)
+            tp_start sw 0@0,1@0 --vdev "net_vhost0,iface=$WORK/v0.sock,queues=1" \
+                --vdev "net_vhost1,iface=$WORK/v1.sock,queues=1" -- -i --forward-mode=io \
+                --burst="$burst" --record-core-cycles || return 1
+            tp_wait_prompt sw || return 1
+            tp_cmd sw start
+            ;;
+        uswitch-bridge|uswitch-xconnect)
+            "$BIN/uswitchd" --control "$WORK/ctl.sock" --no-state --core 0 --log-level warn \
+                > "$WORK/uswitchd.log" 2>&1 &
+            PIDS+=($!)
+            for _ in $(seq 1 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
+            local attach=()
+            if [ "$1" = uswitch-bridge ]; then usctl bridge add br0 || return 1; attach=(--bridge br0); fi
+            for i in 0 1; do
+                usctl port add "v$i" vhost-user --socket "$WORK/v$i.sock" --mode server "${attach[@]}" || return 1
+            done
+            [ "$1" = uswitch-xconnect ] && { usctl xconnect v0 v1 || return 1; }
+            ;;
+    esac
+    for i in 0 1; do
+        for _ in $(seq 1 100); do [ -S "$WORK/v$i.sock" ] && break; sleep 0.1; done
+        [ -S "$WORK/v$i.sock" ] || { echo "loopback.sh: $1 did not create v$i.sock" >&2; return 1; }
+    done
+}
+vhost_case() { # SWITCH BURST
+    local sw=$1 burst=$2 name="$1/vhost/testpmd/2p/b$2"
+    [[ "$name" =~ $CASES ]] || return 0
+    echo "== $name" >&2
+    local mpps='' agg='' cycles='' note=''
+    if ! vhost_switch_start "$sw" "$burst"; then
+        note='switch failed to start'
+    elif ! { tp_start rf 0@1,1@1 --single-file-segments \
+                --vdev "net_virtio_user0,path=$WORK/v0.sock,queues=1" \
+                --vdev "net_virtio_user1,path=$WORK/v1.sock,queues=1" \
+                -- -i --forward-mode=io --burst="$burst" && tp_wait_prompt rf; }; then
+        note='reflector failed to start'
+    else
+        sleep 1
+        tp_cmd rf start tx_first
+        sleep "$WARMUP"
+        switch_clear
+        tp_cmd rf clear port stats all
+        sleep "$WINDOW"
+        local l; l=$(tp_lines rf)
+        tp_cmd rf show port stats all
+        cycles=$(switch_cycles)
+        sleep 0.3
+        local rx; rx=$(tp_rx_packets rf "$l")
+        if [ -n "$rx" ]; then
+            agg=$(echo "$rx" | awk -v w="$WINDOW" '{s+=$1} END {printf "%.3f", s/w/1e6}')
+            mpps=$(echo "$rx" | awk -v w="$WINDOW" '{s+=$1; n++} END {printf "%.3f", s/n/w/1e6}')
+        else
+            note='no reflector counters'
+        fi
+    fi
+    kill_case
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$burst" "${mpps:--}" "${agg:--}" "${cycles:--}" "$note" >> "$VRESULTS"
+    echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
+}
+vhost_summary() { # prints the vhost-user table (and appends it to --out)
+    [ -s "$VRESULTS" ] || return 0
+    python3 - "$VRESULTS" "$OUT" <<'PYEOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+def num(s):
+    try: return float(s)
+    except ValueError: return None
+base = {b: (num(agg), num(cyc)) for sw, b, m, agg, cyc, note in rows if sw == "testpmd"}
+lines = ["", "vhost-user: switch owns two vhost-user server ports; reflector testpmd with two net_virtio_user ports, io fwd, tx-first; 64 B.", "",
+         "| switch | transport | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd net_vhost | cycles vs testpmd | note |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+for sw, b, m, agg, cyc, note in rows:
+    ba, bc = base.get(b, (None, None))
+    a, c = num(agg), num(cyc)
+    r_m = f"{a / ba:.2f}x" if a and ba else "-"
+    r_c = f"{c / bc:.2f}x" if c and bc else "-"
+    label = "testpmd net_vhost io-fwd" if sw == "testpmd" else sw
+    lines.append(f"| {label} | vhost-user | {b} | {m} | {agg} | {cyc} | {r_m} | {r_c} | {note} |")
+text = "\n".join(lines)
+print(text)
+if sys.argv[2]:
+    open(sys.argv[2], "a").write(text + "\n")
+PYEOF
+}
+
 echo "loopback.sh: warm-up ${WARMUP}s, window ${WINDOW}s; $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >&2
 [ $HAVE_OVS = 1 ] || echo "loopback.sh: NOTE: OVS-DPDK not installed (apt-get install openvswitch-switch-dpdk); skipping it" >&2
 for burst in 32 256; do
@@ -392,6 +491,10 @@ done
 for sw in testpmd ovs uswitch-bridge uswitch-xconnect; do
     [ "$sw" = ovs ] && [ $HAVE_OVS = 0 ] && continue
     latency_case "$sw"
+done
+
+for burst in 32 256; do
+    for sw in testpmd uswitch-bridge uswitch-xconnect; do vhost_case "$sw" "$burst"; done
 done
 
 python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" <<'EOF'
@@ -428,3 +531,4 @@ print(text)
 if out:
     open(out, "w").write(text + "\n")
 EOF
+vhost_summary

@@ -13,6 +13,10 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
+# QEMU guests of the vhost-user e2e tests (tests/tests/vhost_qemu.rs): QEMU, a packaged guest
+# kernel (/boot/vmlinuz-* + /lib/modules), static busybox and cpio for the test's initramfs.
+# Without recommends: qemu-system-x86's pull in GUI and firmware packages the tests do not use.
+QEMU_PKGS=(qemu-system-x86 linux-image-cloud-amd64 busybox-static cpio)
 if ((${#missing[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: missing packages ${missing[*]}; run as root" >&2
@@ -23,6 +27,22 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
 else
   echo "install-deps: all packages present"
+fi
+qmissing=()
+for p in "${QEMU_PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    qmissing+=("$p")
+  fi
+done
+if ((${#qmissing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages ${qmissing[*]}; run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${qmissing[*]}"
+  ((${#missing[@]})) || apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=300 "${qmissing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

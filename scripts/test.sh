@@ -75,6 +75,8 @@ if [ "${SKIP_LOOPBACK:-0}" != 1 ]; then
   fi
   grep -q '^| uswitch-bridge ' "$lb_out" && grep -q '^| uswitch-xconnect ' "$lb_out" \
     || { echo "FAILED: loopback table lacks uswitch rows"; cat "$lb_out"; exit 1; }
+  grep -Eq '^\| uswitch-(bridge|xconnect) \| vhost-user \| [0-9]+ \| [0-9]' "$lb_out" \
+    || { echo "FAILED: loopback table lacks measured uswitch vhost-user rows"; cat "$lb_out"; exit 1; }
   rm -f "$lb_out"
 fi
 echo "OK: all tests passed"

@@ -8,10 +8,12 @@
 //! - Start every process through a guard ([`ProcGuard`], [`Testpmd`], [`Uswitchd`]); guards
 //!   kill by PID and clean up (hugepage files, sockets) on drop, also when a test panics.
 //! - Use the release binaries (`cargo build --release` first); [`bin_path`] finds them.
+pub mod cni;
 pub mod frames;
 pub mod memif_peer;
 pub mod netns;
 pub mod process;
+pub mod qemu;
 pub mod scenario;
 pub mod testpmd;
 pub mod uswitchd;

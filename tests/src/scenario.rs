@@ -53,6 +53,26 @@ impl Switch {
         self.sock(name).to_string_lossy().into_owned()
     }
 
+    /// `port add NAME vhost-user --socket <dir>/NAME.sock --mode MODE --queues N --bridge br0`.
+    pub fn add_vhost(&self, name: &str, mode: &str, queues: u16) {
+        let sock = self.sock_str(name);
+        let q = queues.to_string();
+        self.sw.ctl_ok(&[
+            "port",
+            "add",
+            name,
+            "vhost-user",
+            "--socket",
+            &sock,
+            "--mode",
+            mode,
+            "--queues",
+            &q,
+            "--bridge",
+            "br0",
+        ]);
+    }
+
     /// `port add NAME memif --socket <dir>/NAME.sock --role ROLE --bridge br0 EXTRA...`.
     pub fn add_port(&self, name: &str, role: &str, extra: &[&str]) {
         let mut a = vec!["--bridge", "br0"];

@@ -10,26 +10,6 @@ use uswitch_e2e::{e2e_lock, shm_maps, wait_until, Testpmd, TestpmdBuilder};
 
 const LINK: Duration = Duration::from_secs(30);
 
-/// Adds vhost-user port `name` on br0 with socket `<dir>/name.sock`.
-fn add_vhost(s: &Switch, name: &str, mode: &str, queues: u16) {
-    let sock = s.sock_str(name);
-    let q = queues.to_string();
-    s.sw.ctl_ok(&[
-        "port",
-        "add",
-        name,
-        "vhost-user",
-        "--socket",
-        &sock,
-        "--mode",
-        mode,
-        "--queues",
-        &q,
-        "--bridge",
-        "br0",
-    ]);
-}
-
 /// A testpmd with one virtio_user port on `name`'s socket (`server=1` when uswitch is client).
 fn guest(s: &Switch, tag: &str, name: &str, idx: usize, peer: usize, server: bool) -> Testpmd {
     let sock = s.sock_str(name);
@@ -92,8 +72,8 @@ fn tx_rx(tag: &str, uswitch_mode: &str) {
     let server = uswitch_mode == "client";
     // uswitch in client mode retries until the frontend listens; a server=1 testpmd waits for
     // that connection before it shows its prompt.
-    add_vhost(&s, "v0", uswitch_mode, 1);
-    add_vhost(&s, "v1", uswitch_mode, 1);
+    s.add_vhost("v0", uswitch_mode, 1);
+    s.add_vhost("v1", uswitch_mode, 1);
     let mut tx = guest(&s, &format!("{tag}-tx"), "v0", 0, 1, server);
     let mut rx = guest(&s, &format!("{tag}-rx"), "v1", 1, 0, server);
     up(&s, &mut tx, "v0");
@@ -119,7 +99,7 @@ fn memif_and_vhost_on_one_bridge() {
     let _l = e2e_lock();
     let s = Switch::with_bridge("vhmix");
     s.add_port("m0", "server", &[]);
-    add_vhost(&s, "v0", "server", 1);
+    s.add_vhost("v0", "server", 1);
     let mut m = TestpmdBuilder::new("vhmix-m")
         .memif_client(&s.sock_str("m0"), &mac_of(0))
         .eth_peer(0, &mac_of(1))
@@ -138,8 +118,8 @@ fn memif_and_vhost_on_one_bridge() {
 fn guest_restart_mid_traffic() {
     let _l = e2e_lock();
     let s = Switch::with_bridge("vhrst");
-    add_vhost(&s, "v0", "server", 1);
-    add_vhost(&s, "v1", "server", 1);
+    s.add_vhost("v0", "server", 1);
+    s.add_vhost("v1", "server", 1);
     let mut tx = guest(&s, "vhrst-tx", "v0", 0, 1, false);
     let mut rx = guest(&s, "vhrst-rx", "v1", 1, 0, false);
     up(&s, &mut tx, "v0");

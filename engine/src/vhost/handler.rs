@@ -142,6 +142,32 @@ impl Handler {
         self.shared.publish(Some(dev))
     }
 
+    /// A SET_VRING_ENABLE seen (by peeking) before SET_FEATURES acked PROTOCOL_FEATURES, which
+    /// the `vhost` crate refuses without calling us. True when it was applied here (the crate's
+    /// refusal is then expected); false when the crate will deliver it normally.
+    pub fn early_enable(&mut self, index: u32, num: u32) -> bool {
+        if self.features & features::PROTOCOL_FEATURES != 0 || num > 1 {
+            return false;
+        }
+        tracing::debug!(port = %self.name, "SET_VRING_ENABLE {index} {num} (before SET_FEATURES)");
+        match self.rings.get_mut(index as usize) {
+            Some(r) => {
+                let enable = num == 1;
+                if r.enabled != enable {
+                    r.enabled = enable;
+                    self.dirty = true;
+                }
+                true
+            }
+            None => {
+                self.error(&format!(
+                    "SET_VRING_ENABLE for vring {index}, which does not exist"
+                ));
+                true
+            }
+        }
+    }
+
     /// Drops all negotiated state (RESET_OWNER, disconnect); waits for the worker to let go.
     pub fn reset(&mut self) {
         let n = self.rings.len();
@@ -177,6 +203,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         Ok(features::OFFERED)
     }
     fn set_features(&mut self, f: u64) -> VuResult<()> {
+        tracing::debug!(port = %self.name, "SET_FEATURES {f:#x}");
         if f & !features::OFFERED != 0 {
             self.error(&format!("frontend acked features {f:#x} we did not offer"));
             return Err(VuError::FeatureMismatch);
@@ -218,6 +245,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         }
     }
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        tracing::debug!(port = %self.name, "SET_VRING_NUM {index} {num}");
         if num == 0 || num > u32::from(MAX_QUEUE_SIZE) || !num.is_power_of_two() {
             self.error(&format!(
                 "vring {index}: size {num} is not a power of two ≤ 32768"
@@ -238,6 +266,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         available: u64,
         _log: u64,
     ) -> VuResult<()> {
+        tracing::debug!(port = %self.name, "SET_VRING_ADDR {index} desc {descriptor:#x} avail {available:#x} used {used:#x}");
         let r = self.ring(index)?;
         r.addrs.desc = descriptor;
         r.addrs.used = used;
@@ -251,12 +280,14 @@ impl VhostUserBackendReqHandlerMut for Handler {
         Ok(())
     }
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        tracing::debug!(port = %self.name, "SET_VRING_BASE {index} {base}");
         let r = self.ring(index)?;
         r.base = base as u16;
         r.fresh = true;
         Ok(())
     }
     fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        tracing::debug!(port = %self.name, "GET_VRING_BASE {index}");
         let Some(r) = self.rings.get_mut(index as usize) else {
             self.error(&format!(
                 "GET_VRING_BASE for vring {index}, which does not exist"
@@ -278,6 +309,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         Ok(VhostUserVringState::new(index, u32::from(base)))
     }
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        tracing::debug!(port = %self.name, "SET_VRING_KICK {index} fd {}", fd.is_some());
         let r = self.ring(u32::from(index))?;
         r.kick = fd;
         r.started = true;
@@ -286,6 +318,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         Ok(())
     }
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        tracing::debug!(port = %self.name, "SET_VRING_CALL {index} fd {}", fd.is_some());
         let r = self.ring(u32::from(index))?;
         r.call = fd.map(Arc::new);
         if r.live {
@@ -307,6 +340,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         Ok((self.rings.len() / 2) as u64)
     }
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        tracing::debug!(port = %self.name, "SET_VRING_ENABLE {index} {enable}");
         let r = self.ring(index)?;
         if r.enabled != enable {
             r.enabled = enable;

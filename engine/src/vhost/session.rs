@@ -12,14 +12,22 @@
 //!   device in and stores `applied`. The worker never blocks; the thread waits for `applied` only
 //!   where the protocol needs the worker's answer (GET_VRING_BASE, reset), at most
 //!   [`APPLY_TIMEOUT`] (or not at all when the port is being dropped).
+//! - QEMU (7.2, vhost-user-net) sends SET_VRING_ENABLE before SET_FEATURES and never again
+//!   after it; the `vhost` crate refuses such early enables (PROTOCOL_FEATURES not acked yet)
+//!   without telling us the ring. So before each request we `MSG_PEEK` its header: an early
+//!   SET_VRING_ENABLE is applied to our handler directly ([`Handler::early_enable`]) and the
+//!   crate's refusal of it is not counted as an error. Peeking consumes nothing (fds stay
+//!   queued for the crate).
 use super::handler::Handler;
 use super::virtq::Device;
 use super::VhostError;
 use crate::config::{VhostUserConfig, VhostUserMode};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use vhost::vhost_user::message::VhostUserVirtioFeatures;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 /// Longest wait for the worker to take a published device.
@@ -231,8 +239,44 @@ fn recoverable(e: &VuError) -> bool {
     )
 }
 
+/// vhost-user request code of SET_VRING_ENABLE.
+const SET_VRING_ENABLE: u32 = 18;
+
+/// Peeks at the next request without consuming it: `Some((index, num))` when it is a complete
+/// SET_VRING_ENABLE (12-byte header + 8-byte vring state). Blocks until the frontend sends
+/// something (like the crate's read would); any error or EOF is left for the crate to see.
+fn peek_vring_enable(stream: &UnixStream) -> Option<(u32, u32)> {
+    let mut b = [0u8; 20];
+    for _ in 0..100 {
+        // SAFETY: `b` is a valid writable buffer of `b.len()` bytes for the whole call and the
+        // fd is owned by `stream`, alive for the call.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                b.len(),
+                libc::MSG_PEEK,
+            )
+        };
+        if n < 12 {
+            return None;
+        }
+        let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if word(0) != SET_VRING_ENABLE || word(8) != 8 {
+            return None;
+        }
+        if n as usize == b.len() {
+            return Some((word(12), word(16)));
+        }
+        // The body of a message sent in one write is normally there already.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
 fn serve(name: &str, cfg: &VhostUserConfig, shared: &Arc<Shared>, stream: UnixStream) {
     *lock(&shared.conn) = stream.try_clone().ok();
+    let peek = stream.try_clone().ok();
     if shared.stop.load(Ordering::Acquire) {
         return;
     }
@@ -245,7 +289,19 @@ fn serve(name: &str, cfg: &VhostUserConfig, shared: &Arc<Shared>, stream: UnixSt
         if shared.stop.load(Ordering::Acquire) {
             break "port deleted".to_string();
         }
+        let mut early = false;
+        if let Some((index, num)) = peek.as_ref().and_then(peek_vring_enable) {
+            early = lock(&handler).early_enable(index, num);
+        }
         match req.handle_request() {
+            Err(VuError::InactiveFeature(f))
+                if early && f == VhostUserVirtioFeatures::PROTOCOL_FEATURES =>
+            {
+                let mut h = lock(&handler);
+                if h.dirty {
+                    h.publish();
+                }
+            }
             Ok(()) => {
                 let mut h = lock(&handler);
                 if h.dirty {
