@@ -79,8 +79,12 @@ fn open(cfg: &KernelConfig, geo: &Geometry, ifindex: i32) -> Result<Open, Kernel
     let e = |what: &'static str| move |err: io::Error| sys_err(iface, what, err);
     let fd = sys::packet_socket().map_err(e("socket(AF_PACKET)"))?;
     let s = fd.as_fd();
-    sys::set_int(s, libc::PACKET_VERSION, libc::tpacket_versions::TPACKET_V3 as i32)
-        .map_err(e("PACKET_VERSION TPACKET_V3"))?;
+    sys::set_int(
+        s,
+        libc::PACKET_VERSION,
+        libc::tpacket_versions::TPACKET_V3 as i32,
+    )
+    .map_err(e("PACKET_VERSION TPACKET_V3"))?;
     sys::set_int(s, libc::PACKET_VNET_HDR, 1).map_err(e("PACKET_VNET_HDR"))?;
     sys::set_int(s, libc::PACKET_LOSS, 1).map_err(e("PACKET_LOSS"))?;
     sys::set_int(s, libc::PACKET_IGNORE_OUTGOING, 1).map_err(e("PACKET_IGNORE_OUTGOING"))?;
@@ -163,7 +167,14 @@ impl KernelPort {
             last_disconnect_reason: None,
         };
         p.refresh(Instant::now());
-        tracing::info!(port = name, iface, ifindex, frame_size = cfg.frame_size, up = p.running, "kernel port open");
+        tracing::info!(
+            port = name,
+            iface,
+            ifindex,
+            frame_size = cfg.frame_size,
+            up = p.running,
+            "kernel port open"
+        );
         Ok(p)
     }
 

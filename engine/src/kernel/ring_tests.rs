@@ -109,7 +109,11 @@ fn bursts_span_blocks_and_release_only_finished_ones() {
     let m = map();
     let mut rx = RxRing::new(&geo());
     let f: Vec<Vec<u8>> = (0..5).map(|i| frame(i as u8, 60 + i * 100)).collect();
-    block(&m, 0, &[pkt(f[0].clone()), pkt(f[1].clone()), pkt(f[2].clone())]);
+    block(
+        &m,
+        0,
+        &[pkt(f[0].clone()), pkt(f[1].clone()), pkt(f[2].clone())],
+    );
     block(&m, 1, &[pkt(f[3].clone()), pkt(f[4].clone())]);
     let mut out = [PktRef::default(); 4];
     let mut st = QueueStats::default();
@@ -238,30 +242,73 @@ fn hostile(corrupt: impl Fn(&RingMap, usize)) -> QueueStats {
 fn hostile_headers_are_counted_not_trusted() {
     let b = 0usize;
     let cases: Vec<(&str, Box<dyn Fn(&RingMap, usize)>)> = vec![
-        ("blk_len > block", Box::new(move |m, _| put_u32(m, b + BLK_LEN, BS as u32 + 1))),
-        ("first inside header", Box::new(move |m, _| put_u32(m, b + BLK_FIRST, 8))),
-        ("first past blk_len", Box::new(move |m, _| put_u32(m, b + BLK_FIRST, u32::MAX - 4))),
-        ("num_pkts huge", Box::new(move |m, _| put_u32(m, b + BLK_NUM_PKTS, u32::MAX))),
-        ("next 0 mid-block", Box::new(|m, p| put_u32(m, p + PH_NEXT, 0))),
-        ("next past block", Box::new(|m, p| put_u32(m, p + PH_NEXT, u32::MAX))),
+        (
+            "blk_len > block",
+            Box::new(move |m, _| put_u32(m, b + BLK_LEN, BS as u32 + 1)),
+        ),
+        (
+            "first inside header",
+            Box::new(move |m, _| put_u32(m, b + BLK_FIRST, 8)),
+        ),
+        (
+            "first past blk_len",
+            Box::new(move |m, _| put_u32(m, b + BLK_FIRST, u32::MAX - 4)),
+        ),
+        (
+            "num_pkts huge",
+            Box::new(move |m, _| put_u32(m, b + BLK_NUM_PKTS, u32::MAX)),
+        ),
+        (
+            "next 0 mid-block",
+            Box::new(|m, p| put_u32(m, p + PH_NEXT, 0)),
+        ),
+        (
+            "next past block",
+            Box::new(|m, p| put_u32(m, p + PH_NEXT, u32::MAX)),
+        ),
         ("mac 0", Box::new(|m, p| put_u16(m, p + PH_MAC, 0))),
-        ("mac past block", Box::new(|m, p| put_u16(m, p + PH_MAC, u16::MAX))),
-        ("snaplen huge", Box::new(|m, p| put_u32(m, p + PH_SNAPLEN, u32::MAX))),
-        ("runt", Box::new(|m, p| {
-            put_u32(m, p + PH_SNAPLEN, 4);
-            put_u32(m, p + PH_LEN, 4);
-        })),
-        ("csum_start past frame", Box::new(|m, p| {
-            assert!(m.write(p + MAC - VNET_HDR_LEN, &[1, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0]));
-        })),
-        ("csum field past frame", Box::new(|m, p| {
-            assert!(m.write(p + MAC - VNET_HDR_LEN, &[1, 0, 0, 0, 0, 0, 70, 0, 20, 0]));
-        })),
-        ("vlan on a runt", Box::new(|m, p| {
-            put_u32(m, p + PH_STATUS, libc::TP_STATUS_USER | libc::TP_STATUS_VLAN_VALID);
-            put_u32(m, p + PH_SNAPLEN, 6);
-            put_u32(m, p + PH_LEN, 6);
-        })),
+        (
+            "mac past block",
+            Box::new(|m, p| put_u16(m, p + PH_MAC, u16::MAX)),
+        ),
+        (
+            "snaplen huge",
+            Box::new(|m, p| put_u32(m, p + PH_SNAPLEN, u32::MAX)),
+        ),
+        (
+            "runt",
+            Box::new(|m, p| {
+                put_u32(m, p + PH_SNAPLEN, 4);
+                put_u32(m, p + PH_LEN, 4);
+            }),
+        ),
+        (
+            "csum_start past frame",
+            Box::new(|m, p| {
+                assert!(m.write(
+                    p + MAC - VNET_HDR_LEN,
+                    &[1, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0]
+                ));
+            }),
+        ),
+        (
+            "csum field past frame",
+            Box::new(|m, p| {
+                assert!(m.write(p + MAC - VNET_HDR_LEN, &[1, 0, 0, 0, 0, 0, 70, 0, 20, 0]));
+            }),
+        ),
+        (
+            "vlan on a runt",
+            Box::new(|m, p| {
+                put_u32(
+                    m,
+                    p + PH_STATUS,
+                    libc::TP_STATUS_USER | libc::TP_STATUS_VLAN_VALID,
+                );
+                put_u32(m, p + PH_SNAPLEN, 6);
+                put_u32(m, p + PH_LEN, 6);
+            }),
+        ),
     ];
     for (what, c) in cases {
         let st = hostile(c);
@@ -298,7 +345,10 @@ fn random_garbage_never_panics() {
             };
             put_u32(&m, base + w, v);
         }
-        assert!(m.store_status(base + BLK_STATUS, libc::TP_STATUS_USER | (next() as u32 & !1)));
+        assert!(m.store_status(
+            base + BLK_STATUS,
+            libc::TP_STATUS_USER | (next() as u32 & !1)
+        ));
         loop {
             let n = rx.burst(&m, &mut out, &mut st);
             for p in &out[..n] {
@@ -354,7 +404,10 @@ fn tx_fills_frames_in_order_and_stops_at_a_busy_one() {
     assert_eq!(tx.burst(&m, &pkts, &items(3), 1500, &mut st), 3);
     for (i, want) in f.iter().enumerate() {
         let fo = g.rx_bytes() + i * g.tx_frame_size;
-        assert_eq!(m.load_status(fo + PH_STATUS), Some(libc::TP_STATUS_SEND_REQUEST));
+        assert_eq!(
+            m.load_status(fo + PH_STATUS),
+            Some(libc::TP_STATUS_SEND_REQUEST)
+        );
         let h = m.read::<PKT_HDR_LEN>(fo).unwrap();
         assert_eq!(u32_at(&h, PH_LEN) as usize, want.len() + VNET_HDR_LEN);
         assert_eq!(u32_at(&h, PH_NEXT), 0);
@@ -383,10 +436,10 @@ fn tx_refuses_what_the_interface_cannot_carry() {
     tagged[12] = 0x81;
     tagged[13] = 0x00;
     let f = vec![
-        frame(0, 1515),    // mtu 1500 + 14 + 1: not tagged -> too big
-        tagged,            // 1500 + 14 + 4 tagged: fine
-        frame(2, 8),       // runt
-        frame(3, 1991),    // over the slot's 1990 bytes
+        frame(0, 1515), // mtu 1500 + 14 + 1: not tagged -> too big
+        tagged,         // 1500 + 14 + 4 tagged: fine
+        frame(2, 8),    // runt
+        frame(3, 1991), // over the slot's 1990 bytes
     ];
     let (_h, pkts) = tx_pkts(&f);
     let mut st = QueueStats::default();

@@ -36,13 +36,8 @@ pub fn packet_socket() -> io::Result<OwnedFd> {
 /// A UDP socket for interface ioctls (needs no privilege; works while the port is closed).
 pub fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall, no pointers.
-    let fd = check(unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: fd was just returned by socket() and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -4,7 +4,7 @@
 //! interface are clear.
 use super::*;
 use crate::config::KernelConfig;
-use crate::port::{Port, PktRef, TxItem, VlanEdit};
+use crate::port::{PktRef, Port, TxItem, VlanEdit};
 use crate::shm::HeapBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -142,7 +142,10 @@ fn frames_cross_a_veth_pair_with_tags_and_limits() {
     tagged[14..18].copy_from_slice(&[0x00, 0x0a, 0x08, 0x00]);
     let max = eth(unicast, [0x08, 0x00], 1514, 3);
     let too_big = eth(unicast, [0x08, 0x00], 1515, 4);
-    let sent = send(&mut a, &[plain.clone(), tagged.clone(), max.clone(), too_big]);
+    let sent = send(
+        &mut a,
+        &[plain.clone(), tagged.clone(), max.clone(), too_big],
+    );
     assert_eq!(sent, 3);
     let got = recv(&mut b, 3);
     assert_eq!(got, vec![plain.clone(), tagged, max]);
@@ -174,7 +177,11 @@ fn port_follows_the_interface_going_away_and_coming_back() {
     drop(v);
     wait_link(&mut a, false);
     assert_eq!(a.info().details["state"], "no-interface");
-    assert!(a.stats().last_disconnect_reason.unwrap().contains("disappeared"));
+    assert!(a
+        .stats()
+        .last_disconnect_reason
+        .unwrap()
+        .contains("disappeared"));
     let v = Veth::new(&tag);
     wait_link(&mut a, true);
     let s = a.stats();
