@@ -104,7 +104,7 @@ fn ping(ns: &NetNs, dst: &str, n: u32) -> (u64, u64) {
             )
         });
     let num = |word: &str| -> u64 {
-        let w: Vec<&str> = line.split(|c| c == ',' || c == ' ').collect();
+        let w: Vec<&str> = line.split([',', ' ']).collect();
         let i = w.iter().position(|x| *x == word).expect(word);
         w[i - 1].parse().unwrap()
     };
@@ -198,7 +198,7 @@ fn ping_through_a_kernel_port_counts_agree() {
     let t = pmd.stats(0).unwrap();
     let info = format!("ns rx {ns_rx} tx {ns_tx}\nup0 {up:?}\np0 {p0:?}\ntestpmd {t:?}");
     // The namespace sent the pings plus ARP; everything it sent reached testpmd, and back.
-    assert!(ns_tx >= 20 && ns_tx <= 24, "{info}");
+    assert!((20..=24).contains(&ns_tx), "{info}");
     assert_eq!(up.total.rx_packets, ns_tx, "{info}");
     assert_eq!(p0.total.tx_packets, up.total.rx_packets, "{info}");
     assert_eq!(t.rx_packets, p0.total.tx_packets, "{info}");

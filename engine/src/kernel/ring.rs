@@ -91,37 +91,24 @@ impl RingMap {
     /// Maps `len` bytes of the packet socket's rings (`PACKET_RX_RING` + `PACKET_TX_RING`
     /// must be set up first).
     pub fn map(fd: BorrowedFd<'_>, len: usize) -> std::io::Result<RingMap> {
-        // SAFETY: a fresh shared mapping chosen by the kernel (addr NULL); no Rust object
-        // aliases it. The result is checked for MAP_FAILED before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(RingMap {
-            ptr: p as *mut u8,
-            len,
-        })
+        Self::mmap(fd.as_raw_fd(), libc::MAP_SHARED | libc::MAP_POPULATE, len)
     }
 
     /// Anonymous zeroed memory with the same interface (tests drive the ring logic over it).
     pub fn anonymous(len: usize) -> std::io::Result<RingMap> {
-        // SAFETY: as in `map`, a fresh private anonymous mapping.
+        Self::mmap(-1, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, len)
+    }
+
+    fn mmap(fd: libc::c_int, flags: libc::c_int, len: usize) -> std::io::Result<RingMap> {
+        // SAFETY: a fresh mapping chosen by the kernel (addr NULL); no Rust object aliases it.
+        // The result is checked for MAP_FAILED before use.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
+                flags,
+                fd,
                 0,
             )
         };
@@ -149,7 +136,7 @@ impl RingMap {
 
     #[inline]
     fn atomic_u32(&self, off: usize) -> Option<&AtomicU32> {
-        if off % 4 != 0 || !self.in_bounds(off, 4) {
+        if !off.is_multiple_of(4) || !self.in_bounds(off, 4) {
             return None;
         }
         // SAFETY: in bounds and 4-byte aligned (the mapping is page aligned); AtomicU32 has

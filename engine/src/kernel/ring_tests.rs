@@ -4,7 +4,6 @@
 //! or leave a block held.
 use super::*;
 use crate::port::VlanEdit;
-use crate::shm::HeapBuf;
 
 const BS: usize = 16384;
 const NB: usize = 4;
@@ -241,7 +240,8 @@ fn hostile(corrupt: impl Fn(&RingMap, usize)) -> QueueStats {
 #[test]
 fn hostile_headers_are_counted_not_trusted() {
     let b = 0usize;
-    let cases: Vec<(&str, Box<dyn Fn(&RingMap, usize)>)> = vec![
+    type Corrupt = Box<dyn Fn(&RingMap, usize)>;
+    let cases: Vec<(&str, Corrupt)> = vec![
         (
             "blk_len > block",
             Box::new(move |m, _| put_u32(m, b + BLK_LEN, BS as u32 + 1)),
@@ -365,33 +365,7 @@ fn random_garbage_never_panics() {
     assert!(st.drop_bad_desc > 0);
 }
 
-fn tx_pkts(frames: &[Vec<u8>]) -> (HeapBuf, Vec<PktRef>) {
-    let total: usize = frames.iter().map(|f| f.len()).sum();
-    let mut h = HeapBuf::new(total.max(1));
-    let mut off = 0;
-    for f in frames {
-        h.bytes_mut()[off..off + f.len()].copy_from_slice(f);
-        off += f.len();
-    }
-    let mut pkts = Vec::new();
-    let mut off = 0;
-    for f in frames {
-        let mut p = PktRef::default();
-        p.push_seg(h.seg(off, f.len()).unwrap());
-        pkts.push(p);
-        off += f.len();
-    }
-    (h, pkts)
-}
-
-fn items(n: usize) -> Vec<TxItem> {
-    (0..n)
-        .map(|i| TxItem {
-            idx: i as u16,
-            edit: VlanEdit::Keep,
-        })
-        .collect()
-}
+use crate::port::test_util::{heap_pkts as tx_pkts, keep_items as items};
 
 #[test]
 fn tx_fills_frames_in_order_and_stops_at_a_busy_one() {

@@ -4,8 +4,7 @@
 //! interface are clear.
 use super::*;
 use crate::config::KernelConfig;
-use crate::port::{PktRef, Port, TxItem, VlanEdit};
-use crate::shm::HeapBuf;
+use crate::port::{PktRef, Port};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -78,28 +77,7 @@ fn eth(dst: [u8; 6], ethertype: [u8; 2], len: usize, tag: u8) -> Vec<u8> {
 }
 
 fn send(p: &mut KernelPort, frames: &[Vec<u8>]) -> usize {
-    let total: usize = frames.iter().map(|f| f.len()).sum();
-    let mut h = HeapBuf::new(total);
-    let mut pkts = Vec::new();
-    let mut off = 0;
-    for f in frames {
-        h.bytes_mut()[off..off + f.len()].copy_from_slice(f);
-        off += f.len();
-    }
-    off = 0;
-    for f in frames {
-        let mut r = PktRef::default();
-        r.push_seg(h.seg(off, f.len()).unwrap());
-        pkts.push(r);
-        off += f.len();
-    }
-    let items: Vec<TxItem> = (0..frames.len())
-        .map(|i| TxItem {
-            idx: i as u16,
-            edit: VlanEdit::Keep,
-        })
-        .collect();
-    p.tx_burst(0, &pkts, &items)
+    crate::port::test_util::send(p, 0, frames)
 }
 
 /// Receives until `n` frames whose source MAC ends in 0x77 came in (other traffic is skipped).
