@@ -5,7 +5,8 @@
 set -euo pipefail
 
 PKGS=(dpdk dpdk-dev containernetworking-plugins golang-go golang-github-appc-cni-dev
-      iproute2 pkg-config iputils-ping socat coreutils util-linux procps)
+      iproute2 pkg-config iputils-ping socat coreutils util-linux procps
+      iperf3 ethtool bc)
 
 missing=()
 for p in "${PKGS[@]}"; do

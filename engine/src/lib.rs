@@ -2,9 +2,10 @@
 //!
 //! Layers (each only uses the ones before it):
 //! - [`memif::wire`]: memif control messages and shared-memory layouts; parse/emit, no I/O, no unsafe.
-//! - [`shm`] and [`memif::ring`]: mapped shared memory and rings; the only `unsafe` code.
+//! - [`shm`], [`memif::ring`] and [`kernel::ring`]: mapped shared memory and rings; the only
+//!   `unsafe` code besides the FFI calls of [`kernel::sys`].
 //! - [`port`]: the batch port trait (`rx_burst` / `tx_burst`) and packet references; ports live in
-//!   [`memif`] (and later vhost-user, kernel, DPDK).
+//!   [`memif`], [`vhost`] and [`kernel`] (AF_PACKET).
 //! - [`bridge`] and [`dataplane`]: MAC learning bridges, VLANs, xconnects, the polling worker.
 //! - [`control`] and [`config`]: the JSON control API, config/state files, the daemon model.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -14,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod fakeport;
+pub mod kernel;
 pub mod memif;
 pub mod port;
 pub mod shm;

@@ -342,6 +342,48 @@ pub trait Port: Send {
     fn count_no_route(&mut self, q: usize, n: u64);
 }
 
+/// Test helpers shared by the port types' tests: packets backed by heap memory.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::{PktRef, TxItem, VlanEdit};
+    use crate::shm::HeapBuf;
+
+    /// Copies `frames` into one heap buffer and returns it with one single-segment [`PktRef`]
+    /// per frame (the buffer must outlive the refs).
+    pub(crate) fn heap_pkts(frames: &[Vec<u8>]) -> (HeapBuf, Vec<PktRef>) {
+        let total: usize = frames.iter().map(|f| f.len()).sum();
+        let mut heap = HeapBuf::new(total.max(1));
+        let mut off = 0;
+        for f in frames {
+            heap.bytes_mut()[off..off + f.len()].copy_from_slice(f);
+            off += f.len();
+        }
+        let mut pkts = vec![PktRef::default(); frames.len()];
+        let mut off = 0;
+        for (p, f) in pkts.iter_mut().zip(frames) {
+            assert!(p.push_seg(heap.seg(off, f.len()).unwrap()));
+            off += f.len();
+        }
+        (heap, pkts)
+    }
+
+    /// Transmit items `0..n`, unchanged.
+    pub(crate) fn keep_items(n: usize) -> Vec<TxItem> {
+        (0..n)
+            .map(|i| TxItem {
+                idx: i as u16,
+                edit: VlanEdit::Keep,
+            })
+            .collect()
+    }
+
+    /// Transmits `frames` on `port` queue `q`; returns how many were sent.
+    pub(crate) fn send(port: &mut dyn super::Port, q: usize, frames: &[Vec<u8>]) -> usize {
+        let (_heap, pkts) = heap_pkts(frames);
+        port.tx_burst(q, &pkts, &keep_items(frames.len()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

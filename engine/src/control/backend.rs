@@ -12,6 +12,7 @@
 use crate::config::{BridgeConfig, PortConfig, PortKind};
 use crate::control::api::{BridgeEntry, FdbEntry, WorkerStats};
 use crate::dataplane::{Attach, Dataplane, DpError};
+use crate::kernel::KernelPort;
 use crate::memif::MemifPort;
 use crate::port::{Port, PortInfo, PortStats};
 use crate::vhost::VhostUserPort;
@@ -78,7 +79,7 @@ impl Backend for Dataplane {
 pub type PortFactory = Box<dyn Fn(&PortConfig) -> Result<Box<dyn Port>, String> + Send>;
 
 /// The real factory: memif ports via [`MemifPort::new`], vhost-user ports via
-/// [`VhostUserPort::new`].
+/// [`VhostUserPort::new`], kernel ports via [`KernelPort::new`].
 pub fn real_port_factory() -> PortFactory {
     Box::new(|pc: &PortConfig| match &pc.kind {
         PortKind::Memif(m) => match MemifPort::new(&pc.name, m) {
@@ -89,6 +90,9 @@ pub fn real_port_factory() -> PortFactory {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
         },
-        PortKind::Kernel(_) => Err("kernel ports are not implemented yet".into()),
+        PortKind::Kernel(k) => match KernelPort::new(&pc.name, k) {
+            Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
+            Err(e) => Err(e.to_string()),
+        },
     })
 }

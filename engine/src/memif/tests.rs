@@ -2,8 +2,7 @@
 //! each other over a real socket and shared memory.
 use crate::config::{MemifConfig, MemifMode, MemifRole};
 use crate::memif::MemifPort;
-use crate::port::{PktRef, Port, TxItem, VlanEdit};
-use crate::shm::HeapBuf;
+use crate::port::{PktRef, Port};
 use std::time::{Duration, Instant};
 
 pub(crate) fn cfg(socket: &str, role: MemifRole, queues: u16) -> MemifConfig {
@@ -42,29 +41,7 @@ pub(crate) fn payload(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Transmits `frames` on `port` queue `q`; returns how many were sent.
-pub(crate) fn send(port: &mut MemifPort, q: usize, frames: &[Vec<u8>]) -> usize {
-    let total: usize = frames.iter().map(|f| f.len()).sum();
-    let mut heap = HeapBuf::new(total.max(1));
-    let mut off = 0;
-    for f in frames {
-        heap.bytes_mut()[off..off + f.len()].copy_from_slice(f);
-        off += f.len();
-    }
-    let mut pkts = vec![PktRef::default(); frames.len()];
-    let mut off = 0;
-    for (p, f) in pkts.iter_mut().zip(frames) {
-        assert!(p.push_seg(heap.seg(off, f.len()).unwrap()));
-        off += f.len();
-    }
-    let items: Vec<TxItem> = (0..frames.len())
-        .map(|i| TxItem {
-            idx: i as u16,
-            edit: VlanEdit::Keep,
-        })
-        .collect();
-    port.tx_burst(q, &pkts, &items)
-}
+pub(crate) use crate::port::test_util::send;
 
 /// Receives everything pending on `port` queue `q` (copying bytes out), then releases.
 pub(crate) fn recv(port: &mut MemifPort, q: usize) -> Vec<Vec<u8>> {
