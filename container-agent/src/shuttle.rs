@@ -146,7 +146,9 @@ impl<P: Port, T: TapIo> Shuttle<P, T> {
             p.clear();
             p.push_seg(self.io.rx_seg(i));
         }
-        let sent = self.port.tx_burst(0, &self.tx_pkts[..ready], &self.items[..ready]);
+        let sent = self
+            .port
+            .tx_burst(0, &self.tx_pkts[..ready], &self.items[..ready]);
         let done = if sent < ready && self.retry && self.port.link_up() {
             self.held = ready - sent;
             sent

@@ -62,7 +62,10 @@ pub fn create(name: &str) -> Result<Tap> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
         return Err(AgentError::Netconf {
             ifname: name.into(),
-            msg: format!("not a valid interface name (1..={} bytes, no '/', ' ')", libc::IFNAMSIZ - 1),
+            msg: format!(
+                "not a valid interface name (1..={} bytes, no '/', ' ')",
+                libc::IFNAMSIZ - 1
+            ),
         });
     }
     if link_exists(name) {
@@ -98,7 +101,11 @@ pub fn create(name: &str) -> Result<Tap> {
             hint(&e)
         )));
     }
-    let end = req.name.iter().position(|&b| b == 0).unwrap_or(req.name.len());
+    let end = req
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(req.name.len());
     let real = String::from_utf8_lossy(&req.name[..end]).into_owned();
     tracing::info!(tap = %real, "tap created");
     Ok(Tap { file, name: real })

@@ -161,7 +161,10 @@ fn shuttle_loop<T: TapIo>(
             }
         };
         if let Err(e) = sh.io.flush(wait) {
-            break Err(AgentError::io(format!("tap {} ({})", sh.io.tap().name(), T::KIND), e));
+            break Err(AgentError::io(
+                format!("tap {} ({})", sh.io.tap().name(), T::KIND),
+                e,
+            ));
         }
     };
     log_stats(&sh);

@@ -191,8 +191,8 @@ impl UringTap {
         let rx_mem = RawMem::new(nbuf * slot).map_err(|e| format!("read buffers: {e}"))?;
         let br_mem = RawMem::new(nbuf * std::mem::size_of::<RingBuf>())
             .map_err(|e| format!("buffer ring: {e}"))?;
-        let tx_mem = RawMem::new(usize::from(TX_SLOTS) * slot)
-            .map_err(|e| format!("write buffers: {e}"))?;
+        let tx_mem =
+            RawMem::new(usize::from(TX_SLOTS) * slot).map_err(|e| format!("write buffers: {e}"))?;
         // SAFETY: br_mem is a page-aligned, zeroed allocation of RX_BUFFERS entries that lives
         // until after the ring is closed (memory ownership rule; Drop unregisters first).
         unsafe {
