@@ -111,10 +111,12 @@ impl AgentPlan {
         match a.mode.as_deref() {
             Some("tap") => {}
             None | Some("") => return Err(bad("uswitch.agent.mode is required: use \"tap\"")),
-            Some(o) => return Err(bad(format!(
+            Some(o) => {
+                return Err(bad(format!(
                 "uswitch.agent.mode {o:?} is unknown: only \"tap\" can be started by the plugin \
                      (passthrough and probe are run by the pod itself)"
-            ))),
+            )))
+            }
         }
         if iftype != IfType::Memif {
             return Err(bad(

@@ -15,10 +15,12 @@
 //! configured and the memif link came up the first time; the CNI plugin waits for it.
 //!
 //! SIGTERM/SIGINT/SIGHUP: the memif port sends DISCONNECT and closes, the tap is closed (the
-//! kernel removes it), the ready file is removed, exit 0.
+//! kernel removes it), the ready file is removed, exit 0. The same happens, with a log line,
+//! when the `--netns` path stops naming the pod's namespace (checked every 200 ms): the pod is
+//! gone, and our tap fd would otherwise keep its namespace alive.
 use crate::error::{AgentError, Result};
 use crate::link::{self, LinkWatch};
-use crate::netns::{self, NetnsGuard};
+use crate::netns::{self, NetnsGuard, NetnsWatch};
 use crate::podconf::{fmt_mac, PodConfig};
 use crate::shuttle::Shuttle;
 use crate::signals::{Event, Signals};
@@ -30,6 +32,12 @@ use std::time::{Duration, Instant};
 use uswitch::config::MemifRole;
 use uswitch::memif::MemifPort;
 use uswitch::port::Port;
+
+/// What the loop needs besides the shuttle.
+struct LoopCtx<'a> {
+    o: &'a TapOptions,
+    watch_ns: Option<NetnsWatch>,
+}
 
 pub struct TapOptions {
     pub netns: Option<String>,
@@ -45,15 +53,22 @@ const SHORT_IDLE: Duration = Duration::from_millis(5);
 const SHORT_SLEEP: Duration = Duration::from_micros(20);
 const LONG_SLEEP: Duration = Duration::from_millis(1);
 const CONTROL_EVERY: Duration = Duration::from_millis(1);
+const NETNS_EVERY: Duration = Duration::from_millis(200);
 
 pub fn run(c: &PodConfig, o: &TapOptions, signals: Signals) -> Result<()> {
     link::wait_for_socket(c, o.wait_socket)?;
     let name = o.tap_name.clone().unwrap_or_else(|| c.ifname.clone());
     let mac = c.mac_or_derived();
 
+    let mut watch_ns = None;
     let tap = {
         let _ns = match &o.netns {
-            Some(spec) => Some(NetnsGuard::enter(&netns::resolve(spec)?)?),
+            Some(spec) => {
+                let path = netns::resolve(spec)?;
+                let guard = NetnsGuard::enter(&path)?;
+                watch_ns = Some(NetnsWatch::new(&path)?);
+                Some(guard)
+            }
             None => None,
         };
         let tap = tapdev::create(&name)?;
@@ -70,6 +85,7 @@ pub fn run(c: &PodConfig, o: &TapOptions, signals: Signals) -> Result<()> {
         0
     };
     let slot = tapio::slot_size(c.mtu);
+    let ctx = LoopCtx { o, watch_ns };
     let rw = |tap: Tap, signals: &Signals| {
         RwTap::new(tap, slot, signals.fd()).map_err(|e| AgentError::io("tap epoll setup", e))
     };
@@ -77,17 +93,17 @@ pub fn run(c: &PodConfig, o: &TapOptions, signals: Signals) -> Result<()> {
         TapIoMode::Rw => {
             tracing::info!("tap I/O: read/write (forced by --tap-io rw)");
             let io = rw(tap, &signals)?;
-            shuttle_loop(Shuttle::new(port, io, slot, bufsz), signals, o)
+            shuttle_loop(Shuttle::new(port, io, slot, bufsz), signals, &ctx)
         }
         TapIoMode::Uring | TapIoMode::Auto => match UringTap::new(tap, slot) {
             Ok(io) => {
                 tracing::info!("tap I/O: io_uring");
-                shuttle_loop(Shuttle::new(port, io, slot, bufsz), signals, o)
+                shuttle_loop(Shuttle::new(port, io, slot, bufsz), signals, &ctx)
             }
             Err((tap, why)) if o.tap_io == TapIoMode::Auto => {
                 tracing::info!("tap I/O: read/write (io_uring unavailable: {why})");
                 let io = rw(tap, &signals)?;
-                shuttle_loop(Shuttle::new(port, io, slot, bufsz), signals, o)
+                shuttle_loop(Shuttle::new(port, io, slot, bufsz), signals, &ctx)
             }
             Err((tap, why)) => {
                 tap.close();
@@ -114,9 +130,11 @@ fn write_ready(path: &Path, tap: &str, kind: &str) -> Result<()> {
 fn shuttle_loop<T: TapIo>(
     mut sh: Shuttle<MemifPort, T>,
     mut signals: Signals,
-    o: &TapOptions,
+    ctx: &LoopCtx<'_>,
 ) -> Result<()> {
+    let o = ctx.o;
     let mut watch = LinkWatch::default();
+    let mut next_ns_check = Instant::now() + NETNS_EVERY;
     let mut ready_pending = o.ready_file.is_some();
     let mut last_active = Instant::now();
     let mut next_ctl = last_active;
@@ -131,6 +149,13 @@ fn shuttle_loop<T: TapIo>(
                     if let Err(e) = write_ready(f, sh.io.tap().name(), T::KIND) {
                         break Err(e);
                     }
+                }
+            }
+            if let Some(w) = ctx.watch_ns.as_ref().filter(|_| now >= next_ns_check) {
+                next_ns_check = now + NETNS_EVERY;
+                if w.gone() {
+                    tracing::info!(netns = %w.path().display(), "the pod's netns is gone; stopping");
+                    break Ok(());
                 }
             }
             match signals.poll() {
