@@ -70,6 +70,16 @@ impl Cni {
         self.dir.path().join("shared")
     }
 
+    /// Whatever is still in the shared dir.
+    fn left_in_shared(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.shared())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
     fn run(&self, cmd: &str, ns: &NetNs, cid: &str) -> serde_json::Value {
         let (ok, v, text) = self.try_run(cmd, ns, cid);
         assert!(ok, "{text}");
@@ -191,12 +201,7 @@ fn cni_add_agent_tap_ping_then_del_leaves_nothing() {
             .map(|p| p.config.name.clone())
             .collect::<Vec<_>>()
     );
-    let left: Vec<_> = std::fs::read_dir(cni.shared())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let left = cni.left_in_shared();
     assert!(left.is_empty(), "left in the shared dir: {left:?}");
     assert!(
         wait_until(LINK, || fd_count(sw.pid()) <= fds_before),
@@ -204,6 +209,18 @@ fn cni_add_agent_tap_ping_then_del_leaves_nothing() {
         fds_before,
         fd_count(sw.pid())
     );
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
 }
 
 /// PIDs of live uswitch-agent processes whose command line mentions `needle`.
@@ -229,6 +246,21 @@ fn agents_with(needle: &str) -> Vec<u32> {
     out
 }
 
+/// Kills (by PID) agents the plugin started under `shared` that are still running when the test
+/// ends, e.g. after a failed assertion skipped DEL (they are detached, no guard owns them).
+struct AgentReaper(String);
+
+impl Drop for AgentReaper {
+    fn drop(&mut self) {
+        for pid in agents_with(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 fn ping_n(from: &NetNs, to: std::net::Ipv4Addr, n: u32) -> u32 {
     let o = from.exec(&[
         "ping",
@@ -251,6 +283,7 @@ fn cni_started_agents_ping_check_restart_del() {
     let cni = Cni::with_conflist(&sw.control, "uswitch-agent.conflist");
     let fds_before = fd_count(sw.pid());
     let shared = cni.shared().to_string_lossy().into_owned();
+    let _reaper = AgentReaper(shared.clone());
     let pods = [
         ("0a9e71c0ffee00000000000000000011", "agcnis-a"),
         ("0a9e71c0ffee00000000000000000012", "agcnis-b"),
@@ -347,19 +380,10 @@ fn cni_started_agents_ping_check_restart_del() {
     }
     assert!(agents_with(&shared).is_empty(), "agents left");
     for pid in &pids {
-        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            st.is_empty() || st.rsplit(')').next().unwrap().trim_start().starts_with('Z'),
-            "agent {pid} still runs: {st}"
-        );
+        assert!(!alive(*pid), "agent {pid} still runs");
     }
     assert!(sw.show().ports.is_empty(), "ports left");
-    let left: Vec<_> = std::fs::read_dir(cni.shared())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let left = cni.left_in_shared();
     assert!(left.is_empty(), "left in the shared dir: {left:?}");
     // uswitchd was restarted in between, so compare with a fresh uswitchd on the same state
     // (the bridge, no ports): DEL left it no extra fd.
@@ -379,6 +403,7 @@ fn cni_add_fails_cleanly_when_the_agent_cannot_start() {
     let swdir = temp_dir("agcnif");
     let sw = Uswitchd::start(swdir.path()).unwrap_or_else(|e| panic!("{e}"));
     let cni = Cni::with_conflist(&sw.control, "uswitch-agent.conflist");
+    let _reaper = AgentReaper(cni.shared().to_string_lossy().into_owned());
     let ns = NetNs::new("agcnif").unwrap();
     // The pod already has a net1: the agent refuses to take the name.
     let o = ns.exec(&[
@@ -396,12 +421,7 @@ fn cni_add_fails_cleanly_when_the_agent_cannot_start() {
     assert!(text.contains("failed error=[103]"), "{text}");
     assert!(agents_with(cid).is_empty(), "agent left");
     assert!(sw.show().ports.is_empty(), "port left");
-    let left: Vec<_> = std::fs::read_dir(cni.shared())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let left = cni.left_in_shared();
     assert!(left.is_empty(), "left in the shared dir: {left:?}");
     // IPAM released: the same address is handed out again.
     let ipam: Vec<_> = std::fs::read_dir(cni.dir.path().join("ipam"))
