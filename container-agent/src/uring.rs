@@ -124,6 +124,8 @@ pub struct UringTap {
     br_tail: u16,
     /// Completed reads, in order: (buffer id, length).
     ready: VecDeque<(u16, u32)>,
+    /// Buffers of empty completions, to put back (capacity RX_BUFFERS: never reallocates).
+    recycle: Vec<u16>,
     read_armed: bool,
     tx_free: Vec<u16>,
     tx_inflight: usize,
@@ -273,8 +275,7 @@ impl UringTap {
 
     /// Reaps completions (no syscall). Returns the number of frames ready.
     pub fn poll_rx(&mut self) -> io::Result<usize> {
-        let mut recycle = [0u16; 32];
-        let mut nrec = 0;
+        let mut recycle = std::mem::take(&mut self.recycle);
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -283,12 +284,13 @@ impl UringTap {
             let flags = cqe.flags();
             match ud & TAG_MASK {
                 TAG_READ => {
-                    if let Some(bid) = cqueue::buffer_select(flags) {
-                        if res > 0 && bid < RX_BUFFERS {
+                    // The kernel only hands back ids we provided; anything else is ignored
+                    // rather than turned into an address.
+                    if let Some(bid) = cqueue::buffer_select(flags).filter(|&b| b < RX_BUFFERS) {
+                        if res > 0 {
                             self.ready.push_back((bid, res as u32));
-                        } else if nrec < recycle.len() {
-                            recycle[nrec] = bid;
-                            nrec += 1;
+                        } else {
+                            recycle.push(bid);
                         }
                     }
                     if !cqueue::more(flags) {
@@ -323,12 +325,14 @@ impl UringTap {
             }
         }
         drop(cq);
-        if nrec > 0 {
-            for &bid in &recycle[..nrec] {
+        if !recycle.is_empty() {
+            for &bid in &recycle {
                 self.ring_put(bid);
             }
             self.publish_tail();
+            recycle.clear();
         }
+        self.recycle = recycle;
         match self.fatal.take() {
             Some(e) => Err(e),
             None => Ok(self.ready.len()),
@@ -527,6 +531,7 @@ impl Parts {
             slot,
             br_tail: 0,
             ready: VecDeque::with_capacity(usize::from(RX_BUFFERS)),
+            recycle: Vec::with_capacity(usize::from(RX_BUFFERS)),
             read_armed: false,
             tx_free: (0..TX_SLOTS).rev().collect(),
             tx_inflight: 0,
