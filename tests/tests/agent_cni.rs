@@ -117,6 +117,18 @@ fn first_ip(result: &serde_json::Value) -> std::net::Ipv4Addr {
     a.split('/').next().unwrap().parse().unwrap()
 }
 
+/// The pod's `net1` has the MAC, first address and default route of the CNI result.
+fn assert_net1_from_result(ns: &NetNs, res: &serde_json::Value) {
+    let ip = first_ip(res).to_string();
+    let addr = out_text(&ns.exec(&["ip", "-o", "addr", "show", "dev", "net1"]));
+    assert!(addr.contains(&ip), "{ip}: {addr}");
+    let mac = res["interfaces"][0]["mac"].as_str().unwrap_or_default();
+    let link = out_text(&ns.exec(&["ip", "-o", "link", "show", "dev", "net1"]));
+    assert!(!mac.is_empty() && link.contains(mac), "mac {mac}: {link}");
+    let route = out_text(&ns.exec(&["ip", "route"]));
+    assert!(route.contains("default dev net1"), "{route}");
+}
+
 #[test]
 fn cni_add_agent_tap_ping_then_del_leaves_nothing() {
     let _l = e2e_lock();
@@ -153,17 +165,7 @@ fn cni_add_agent_tap_ping_then_del_leaves_nothing() {
             ],
         );
         ag.wait_link_up(0);
-        // MAC and address come from the CNI result.
-        let addr = out_text(&ns.exec(&["ip", "-o", "addr", "show", "dev", "net1"]));
-        assert!(addr.contains(&ips.last().unwrap().to_string()), "{addr}");
-        let mac = res["interfaces"][0]["mac"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let link = out_text(&ns.exec(&["ip", "-o", "link", "show", "dev", "net1"]));
-        assert!(!mac.is_empty() && link.contains(&mac), "mac {mac}: {link}");
-        let route = out_text(&ns.exec(&["ip", "route"]));
-        assert!(route.contains("default dev net1"), "{route}");
+        assert_net1_from_result(&ns, &res);
         nss.push(ns);
         agents.push(ag);
     }
@@ -295,14 +297,9 @@ fn cni_started_agents_ping_check_restart_del() {
         let res = cni.run("add", &ns, cid);
         ips.push(first_ip(&res));
         // Right after ADD, with no agent started by the test: the interface is there.
-        let addr = out_text(&ns.exec(&["ip", "-o", "addr", "show", "dev", "net1"]));
-        assert!(addr.contains(&ips.last().unwrap().to_string()), "{addr}");
-        let mac = res["interfaces"][0]["mac"].as_str().unwrap_or_default();
+        assert_net1_from_result(&ns, &res);
         let link = out_text(&ns.exec(&["ip", "-o", "link", "show", "dev", "net1"]));
-        assert!(!mac.is_empty() && link.contains(mac), "mac {mac}: {link}");
         assert!(link.contains("mtu 1500"), "{link}");
-        let route = out_text(&ns.exec(&["ip", "route"]));
-        assert!(route.contains("default dev net1"), "{route}");
         nss.push(ns);
     }
     // One detached agent per pod, recorded in the state record, logging to the pod dir.
