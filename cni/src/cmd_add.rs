@@ -8,6 +8,7 @@
 //!   reverse (port delete, IPAM DEL, files, the pod directory if this ADD created it);
 //! - the whole body runs under the host lock (see `lock.rs`);
 //! - a `prevResult` is kept: our interface and IPs are appended to it.
+use crate::agent::{self, AgentPlan};
 use crate::env::CniEnv;
 use crate::error::{CniError, CniResult};
 use crate::ipam::Ipam;
@@ -32,6 +33,8 @@ enum Undo {
     DelPort(String),
     IpamDel,
     RemoveFile(PathBuf),
+    /// Stop the agent of (config data, ready file).
+    StopAgent(PathBuf, PathBuf),
 }
 
 /// The uswitch port for a plan (memif, or vhost-user with uswitch as the backend).
@@ -102,6 +105,7 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<s
             )));
         }
     }
+    let agent = AgentPlan::resolve(conf, &env.path, &plan.names, &env.ifname, plan.iftype)?;
     let sw = Switch::new(&conf.control(), conf.timeout());
     let _lock = HostLock::acquire(&conf.lock_file(), LOCK_TIMEOUT)?;
     let mut undo = Vec::new();
@@ -113,6 +117,7 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<s
         &port,
         prev,
         ipam.as_ref(),
+        agent.as_ref(),
         &sw,
         &mut undo,
     ) {
@@ -140,6 +145,7 @@ fn rollback(undo: Vec<Undo>, sw: &Switch, ipam: Option<&Ipam>, version: Version)
             Undo::DelPort(p) => sw.del_port(p),
             Undo::IpamDel => ipam.map(|i| i.del(version, None)).unwrap_or(Ok(())),
             Undo::RemoveFile(f) => state::remove_file(f),
+            Undo::StopAgent(cfg, ready) => agent::stop_all(cfg, ready).map(|_| ()),
         };
         if let Err(e) = res {
             tracing::error!(error = %e, "rollback step failed");
@@ -156,6 +162,7 @@ fn add_steps(
     port: &PortConfig,
     prev: Option<CniOutput>,
     ipam: Option<&Ipam>,
+    agent: Option<&AgentPlan>,
     sw: &Switch,
     undo: &mut Vec<Undo>,
 ) -> CniResult<serde_json::Value> {
@@ -254,6 +261,22 @@ fn add_steps(
         state::write_json(path, &di, 0o644)?;
     }
 
+    // The pod side: an agent of an earlier, interrupted ADD holds the tap name, so it goes first.
+    let agent_rec = match agent {
+        Some(a) => {
+            agent::stop_all(&plan.names.config_data, &a.ready_file)?;
+            if a.log_file.starts_with(&plan.names.pod_dir) {
+                undo.push(Undo::RemoveFile(a.log_file.clone()));
+            }
+            undo.push(Undo::StopAgent(
+                plan.names.config_data.clone(),
+                a.ready_file.clone(),
+            ));
+            Some(a.start(&plan.names.config_data, &env.netns)?)
+        }
+        None => None,
+    };
+
     let record = AttachmentState {
         network: conf.name.clone(),
         container_id: env.container_id.clone(),
@@ -272,6 +295,7 @@ fn add_steps(
         ipam_type: ipam.map(|i| i.plugin_type().to_string()),
         config_data: plan.names.config_data.clone(),
         device_info: plan.device_info_file.clone(),
+        agent: agent_rec,
     };
     undo.push(Undo::RemoveFile(plan.names.state.clone()));
     state::write_json(&plan.names.state, &record, 0o600)?;

@@ -6,7 +6,10 @@
 //! - uswitchd has the port (error 101), with the same socket, role, bridge and VLAN (error 102);
 //! - the server socket file, and the pod config data file exist (error 102);
 //! - `prevResult` has our interface (name, sandbox, MAC) and every address we assigned (102);
+//! - with `uswitch.agent`: its agent runs (error 103, with the end of its log) and the pod
+//!   interface exists in the pod's netns (102);
 //! - the IPAM plugin's own CHECK passes (its error passed through).
+use crate::agent::{self, AgentPlan};
 use crate::env::CniEnv;
 use crate::error::{CniError, CniResult, Code};
 use crate::ipam::Ipam;
@@ -36,6 +39,7 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<(
     };
     let plan = Plan::resolve(conf, env)?;
     let want = crate::cmd_add::port_config(&plan, conf)?;
+    let agent_plan = AgentPlan::resolve(conf, &env.path, &plan.names, &env.ifname, plan.iftype)?;
     let sw = Switch::new(&conf.control(), conf.timeout());
     let _lock = HostLock::acquire(&conf.lock_file(), crate::cmd_add::LOCK_TIMEOUT)?;
 
@@ -138,6 +142,42 @@ pub fn run(conf: &NetConf, raw: &serde_json::Value, env: &CniEnv) -> CniResult<(
                 ),
                 "ips differ",
             ));
+        }
+    }
+    if let Some(a) = &agent_plan {
+        let found = agent::find(&plan.names.config_data, &a.ready_file);
+        if found.is_empty() {
+            return Err(CniError::with_details(
+                Code::Agent,
+                format!(
+                    "uswitch-agent for container {} interface {} is not running",
+                    env.container_id, env.ifname
+                ),
+                agent::log_tail(&a.log_file),
+            ));
+        }
+        if let Some(r) = &rec.agent {
+            if !found
+                .iter()
+                .any(|(pid, st)| *pid == r.pid && st.start_time == r.start_time)
+            {
+                tracing::info!(recorded = r.pid, running = ?found.iter().map(|f| f.0).collect::<Vec<_>>(), "agent was restarted since ADD");
+            }
+        }
+        match agent::link_in_netns(&env.netns, &env.ifname) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(mismatch(
+                    format!("interface {} is missing in the pod netns", env.ifname),
+                    format!("the agent should hold a tap there ({})", env.netns),
+                ))
+            }
+            Err(e) => {
+                return Err(mismatch(
+                    format!("cannot look at the pod netns {}", env.netns),
+                    e,
+                ))
+            }
         }
     }
     if let Some(ipam) = Ipam::new(raw, env, &env.container_id, &env.ifname)? {

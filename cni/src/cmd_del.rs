@@ -9,6 +9,7 @@
 //!   delete: ports and files acted on are derived from the config and CNI_* environment only;
 //! - uswitchd unreachable is error 11 before anything is removed, so a retry does the full job;
 //!   an IPAM failure is returned after the port is gone and keeps the state record for the retry.
+use crate::agent;
 use crate::env::CniEnv;
 use crate::error::CniResult;
 use crate::ipam::Ipam;
@@ -64,6 +65,13 @@ pub fn release(
     let names = Names::derive(conf, container_id, ifname);
     sw.del_port(&names.port)?;
     tracing::info!(port = %names.port, "port removed (or was absent)");
+    // The agent, whether or not this config still asks for one (it may have been edited).
+    let ready = agent::ready_file(&names, ifname);
+    let stopped = agent::stop_all(&names.config_data, &ready)?;
+    if stopped > 0 {
+        tracing::info!(agents = stopped, "agent stopped");
+    }
+    state::remove_file(&agent::default_log_file(&names, ifname))?;
     // The socket file: uswitchd removes it with the port; a stale one (server killed) goes here.
     let attach_env = CniEnv {
         container_id: container_id.into(),

@@ -38,6 +38,8 @@ pub enum Code {
     PortMissing,
     /// 102: CHECK: the attachment differs from what ADD set up (bridge, vlan, files, IPs).
     Mismatch,
+    /// 103: the uswitch-agent the config asks for failed to start, or (CHECK) is not running.
+    Agent,
     /// Any other code, e.g. one passed through from a delegated IPAM plugin.
     Other(u32),
 }
@@ -58,6 +60,7 @@ impl Code {
             Code::Switch => 100,
             Code::PortMissing => 101,
             Code::Mismatch => 102,
+            Code::Agent => 103,
             Code::Other(c) => c,
         }
     }

@@ -4,6 +4,7 @@
 //! Protocol: CNI_* environment, network config on stdin, result or error JSON on stdout, exit
 //! status 0 on success and 1 on error. Logs go to stderr (level `logLevel`, default warning) or
 //! to `logFile`. See docs/cni.md for the NetConf fields and what each verb does.
+mod agent;
 mod cmd_add;
 mod cmd_check;
 mod cmd_del;

@@ -100,6 +100,8 @@ pub struct UswitchConf {
     pub queues: Option<u16>,
     pub ring_size: Option<u8>,
     pub buffer_size: Option<u32>,
+    /// Start uswitch-agent for the pod (tap mode) in ADD, stop it in DEL.
+    pub agent: Option<crate::agent::AgentConf>,
 }
 
 /// `runtimeConfig` keys we honour (others are passed to IPAM untouched).

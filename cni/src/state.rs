@@ -49,6 +49,9 @@ pub struct AttachmentState {
     pub config_data: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_info: Option<PathBuf>,
+    /// The uswitch-agent ADD started (informational: DEL finds agents by command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agent::AgentRecord>,
 }
 
 /// The pod config data file (Intel's `ConfigurationData` plus our flat fields).

@@ -18,7 +18,9 @@ mod probe;
 mod shuttle;
 mod signals;
 mod tapdev;
+mod tapio;
 mod tapmode;
+mod uring;
 
 use clap::{Parser, Subcommand};
 use error::AgentError;
@@ -90,6 +92,10 @@ struct Cli {
     /// How long to wait at startup for the socket file to appear.
     #[arg(long, global = true, value_name = "MS", default_value_t = 5000)]
     wait_socket_ms: u64,
+    /// Detach: start a new session and close inherited file descriptors above 2 (used when
+    /// the CNI plugin starts the agent; stdio should already point at a log file).
+    #[arg(long, global = true)]
+    setsid: bool,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(
         long,
@@ -114,6 +120,19 @@ enum Mode {
         /// Tap interface name (default: --ifname / the file's ifName).
         #[arg(long, value_name = "NAME")]
         tap_name: Option<String>,
+        /// Tap I/O: io_uring when available (auto), io_uring or fail (uring), read/write (rw).
+        #[arg(
+            long,
+            value_enum,
+            value_name = "MODE",
+            default_value = "auto",
+            env = "USWITCH_AGENT_TAP_IO"
+        )]
+        tap_io: tapio::TapIoMode,
+        /// Write this file (JSON: pid, tap, tapIo) once the tap is set up and the memif link
+        /// is up; removed at exit.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
     /// Print the DPDK --vdev string; with --output write an env file for the app.
     Passthrough {
@@ -147,8 +166,31 @@ enum Mode {
     },
 }
 
+/// Makes the process independent of whoever spawned it: own session (no controlling
+/// terminal, not in the spawner's process group) and no fds but stdio.
+fn detach() -> Result<(), AgentError> {
+    nix::unistd::setsid().map_err(|e| AgentError::io("setsid", std::io::Error::from(e)))?;
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| AgentError::io("/proc/self/fd", e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // The directory's own fd is among them and already closed: EBADF is fine.
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.setsid {
+        if let Err(e) = detach() {
+            eprintln!("uswitch-agent: error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
         Ok(f) => f,
         Err(e) => {
@@ -191,7 +233,12 @@ fn run(cli: Cli) -> Result<(), AgentError> {
     let wait_socket = Duration::from_millis(cli.wait_socket_ms);
     match cli.mode {
         Mode::Passthrough { output, index } => passthrough::run(&conf, index, output.as_deref()),
-        Mode::Tap { netns, tap_name } => {
+        Mode::Tap {
+            netns,
+            tap_name,
+            tap_io,
+            ready_file,
+        } => {
             let signals = signals::Signals::install()?;
             tapmode::run(
                 &conf,
@@ -199,6 +246,8 @@ fn run(cli: Cli) -> Result<(), AgentError> {
                     netns,
                     tap_name,
                     wait_socket,
+                    tap_io,
+                    ready_file,
                 },
                 signals,
             )

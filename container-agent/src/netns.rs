@@ -7,6 +7,11 @@
 //!   sets up) and switches back on drop. Interfaces created and processes spawned meanwhile
 //!   (`ip ...`) live in the pod's namespace; the memif socket is connected afterwards from the
 //!   namespace the agent was started in (so an abstract socket is the one uswitchd sees).
+//! - The tap's fd keeps the pod's namespace alive (the kernel ties the tun socket to the netns it
+//!   was opened in), so the namespace never "disappears" under the agent by itself. Instead
+//!   [`NetnsWatch`] remembers which namespace `--netns` named (device and inode of the nsfs
+//!   file) and reports it gone once that path no longer names it (`ip netns del`, the runtime
+//!   removing the pod's netns file, `/proc/<pid>/ns/net` of an exited process).
 use crate::error::{AgentError, Result};
 use nix::sched::{setns, CloneFlags};
 use std::fs::File;
@@ -29,6 +34,39 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
         });
     }
     Ok(p)
+}
+
+/// Tells when the path given as `--netns` stops naming the namespace it named at start.
+pub struct NetnsWatch {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+fn ns_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl NetnsWatch {
+    pub fn new(path: &Path) -> Result<NetnsWatch> {
+        let id = ns_id(path).ok_or_else(|| AgentError::Netns {
+            path: path.to_path_buf(),
+            msg: "cannot stat".into(),
+        })?;
+        Ok(NetnsWatch {
+            path: path.to_path_buf(),
+            id,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True once the path is gone or names something else.
+    pub fn gone(&self) -> bool {
+        ns_id(&self.path) != Some(self.id)
+    }
 }
 
 /// While alive, the calling thread is in the target namespace.

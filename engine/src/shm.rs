@@ -33,8 +33,10 @@ impl Seg {
     };
 
     /// # Safety
-    /// `ptr..ptr+len` must be inside one live mapping for as long as this Seg is used.
-    pub(crate) unsafe fn from_raw(ptr: *const u8, len: u32) -> Seg {
+    /// `ptr..ptr+len` must be inside one live mapping for as long as this Seg is used. Public
+    /// for ring layers outside the engine that own their buffer memory (uswitch-agent's
+    /// io_uring provided buffers).
+    pub unsafe fn from_raw(ptr: *const u8, len: u32) -> Seg {
         Seg { ptr, len }
     }
 

@@ -51,3 +51,29 @@ fn two_tap_pods_ping_tcp_and_sigterm() {
     let out = a.agent.proc.output();
     assert!(out.contains("tap removed"), "{out}");
 }
+
+/// The pod's netns is deleted under a running agent (as a runtime does at pod teardown): the
+/// agent notices (its tap fd would otherwise keep the namespace alive), exits 0, and uswitch
+/// sees the link go down.
+#[test]
+fn netns_deleted_agent_exits() {
+    let _l = e2e_lock();
+    let s = Switch::with_bridge("agnsd");
+    s.add_port("pa", "server", &[]);
+    let mut a = Pod::tap("agnsd-a", &s.sock("pa"), 1);
+    s.sw.wait_link("pa", true, agent_common::LINK).unwrap();
+    let o = std::process::Command::new("ip")
+        .args(["netns", "del", a.ns.name()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", agent_common::out_text(&o));
+    let st = a
+        .agent
+        .proc
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("agent still runs\n{}", a.agent.proc.tail(2000)));
+    assert!(st.success(), "{st}\n{}", a.agent.proc.tail(2000));
+    let out = a.agent.proc.output();
+    assert!(out.contains("the pod's netns is gone; stopping"), "{out}");
+    s.sw.wait_link("pa", false, agent_common::LINK).unwrap();
+}

@@ -20,7 +20,20 @@ pub struct Agent {
 impl Agent {
     /// Spawns `uswitch-agent ARGS` (log level info).
     pub fn spawn(tag: &str, args: &[&str]) -> Agent {
-        let mut cmd = Command::new(bin_path("uswitch-agent"));
+        Self::spawn_wrapped(tag, &[], args)
+    }
+
+    /// Spawns `WRAPPER… uswitch-agent ARGS` (e.g. the `seccomp-deny` helper).
+    pub fn spawn_wrapped(tag: &str, wrapper: &[&str], args: &[&str]) -> Agent {
+        let agent = bin_path("uswitch-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(&agent);
+                c
+            }
+            None => Command::new(&agent),
+        };
         cmd.args(args);
         let proc = ProcGuard::spawn(&format!("agent-{tag}"), cmd, false)
             .unwrap_or_else(|e| panic!("cannot start uswitch-agent: {e}"));
@@ -53,7 +66,20 @@ impl Pod {
         Self::tap_in(tag, ns, socket, n, &[])
     }
 
+    /// `extra` goes after `tap --netns NS` (tap options, or global ones).
     pub fn tap_in(tag: &str, ns: NetNs, socket: &Path, n: u8, extra: &[&str]) -> Pod {
+        Self::tap_wrapped(tag, ns, socket, n, extra, &[])
+    }
+
+    /// Like [`Pod::tap_in`], the agent started through `wrapper` (a command prefix).
+    pub fn tap_wrapped(
+        tag: &str,
+        ns: NetNs,
+        socket: &Path,
+        n: u8,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Pod {
         let ip = Ipv4Addr::new(10, 66, 0, n);
         let mac = format!("02:a6:00:00:00:{n:02x}");
         let sock = socket.to_string_lossy().into_owned();
@@ -61,10 +87,11 @@ impl Pod {
         let mut args = vec![
             "--socket", &sock, "--ifname", "eth1", "--mac", &mac, "--ip", &cidr,
         ];
-        args.extend_from_slice(extra);
         let nsname = ns.name().to_string();
         args.extend_from_slice(&["tap", "--netns", &nsname]);
-        let mut agent = Agent::spawn(tag, &args);
+        // After the subcommand: tap options and global options alike.
+        args.extend_from_slice(extra);
+        let mut agent = Agent::spawn_wrapped(tag, wrapper, &args);
         agent.wait_link_up(0);
         Pod { agent, ns, ip }
     }
