@@ -246,6 +246,7 @@ fn add_steps(
         routes: routes.clone(),
         vlan: plan.vlan,
         bridge: plan.bridge.clone(),
+        queues: conf.uswitch.queues.unwrap_or_else(default_queues),
     };
     undo.push(Undo::RemoveFile(plan.names.config_data.clone()));
     state::write_json(&plan.names.config_data, &data, 0o644)?;

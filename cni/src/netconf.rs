@@ -96,7 +96,7 @@ pub struct UswitchConf {
     pub gid: Option<u32>,
     /// Control request timeout in milliseconds (default 5000).
     pub timeout_ms: Option<u64>,
-    /// memif queue pairs, log2 ring size, buffer size of the port (engine defaults otherwise).
+    /// Queue pairs (memif or vhost-user), log2 ring size, buffer size of the port (engine defaults otherwise).
     pub queues: Option<u16>,
     pub ring_size: Option<u8>,
     pub buffer_size: Option<u32>,

@@ -79,6 +79,9 @@ pub struct PodConfigData {
     pub vlan: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
+    /// Queue pairs of the uswitch port (the pod's DPDK app may open up to this many).
+    #[serde(default = "uswitch::config::default_queues")]
+    pub queues: u16,
 }
 
 /// Writes `bytes` to `path` atomically with permissions `mode`.

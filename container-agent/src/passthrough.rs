@@ -4,7 +4,8 @@
 //! (`KEY=value` lines, no quoting needed: values contain no spaces) written atomically:
 //!
 //! - `USWITCH_VDEV` — `net_memif<N>,role=client,socket=<path>,id=<id>,socket-abstract=no[,mac=…]`
-//!   or `net_virtio_user<N>,path=<path>,queues=1[,server=1][,mac=…]`
+//!   or `net_virtio_user<N>,path=<path>,queues=<queues>[,server=1][,mac=…]` (the port's queue
+//!   pairs, from the file's `queues`, default 1)
 //! - `USWITCH_EAL_ARGS` — `--vdev=<USWITCH_VDEV>` (plus `--single-file-segments` for vhost-user)
 //! - `USWITCH_IFNAME`, `USWITCH_IFTYPE`, `USWITCH_SOCKET`, `USWITCH_ROLE`, `USWITCH_MODE`,
 //!   `USWITCH_MAC`, `USWITCH_IPS` (comma-separated CIDRs), `USWITCH_ROUTES` (comma-separated
@@ -33,7 +34,7 @@ pub fn vdev(c: &PodConfig, idx: u32) -> String {
             format!("net_memif{idx},role={role},{sock},id={}", c.id)
         }
         IfType::Vhostuser => {
-            let mut s = format!("net_virtio_user{idx},path={},queues=1", c.socket);
+            let mut s = format!("net_virtio_user{idx},path={},queues={}", c.socket, c.queues);
             if c.role == MemifRole::Server {
                 s.push_str(",server=1");
             }
@@ -174,6 +175,8 @@ mod tests {
             "net_virtio_user0,path=/run/uswitch/abc-net1,queues=1,server=1,mac=02:aa:00:00:00:01"
         );
         assert!(env_lines(&v, 0)[1].1.ends_with("--single-file-segments"));
+        v.queues = 2;
+        assert!(vdev(&v, 0).starts_with("net_virtio_user0,path=/run/uswitch/abc-net1,queues=2,"));
     }
 
     #[test]

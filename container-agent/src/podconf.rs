@@ -170,6 +170,8 @@ pub struct PodConfig {
     pub mtu: u16,
     pub vlan: Option<u16>,
     pub bridge: Option<String>,
+    /// Queue pairs of the uswitch port (file field `queues`, default 1).
+    pub queues: u16,
 }
 
 /// Flag / environment values that select the file and override its fields.
@@ -204,6 +206,7 @@ struct DataFile {
     mtu: Option<u16>,
     vlan: Option<u16>,
     bridge: Option<String>,
+    queues: Option<u16>,
     config: Option<IntelConf>,
     ip_result: Option<serde_json::Value>,
 }
@@ -505,6 +508,13 @@ impl PodConfig {
         if !(68..=MAX_MTU).contains(&mtu) {
             return Err(bad(format!("MTU {mtu} must be 68..={MAX_MTU}")));
         }
+        let queues = f.queues.unwrap_or(1);
+        if !(1..=uswitch::config::MAX_QUEUES).contains(&queues) {
+            return Err(bad(format!(
+                "queues {queues} must be 1..={}",
+                uswitch::config::MAX_QUEUES
+            )));
+        }
         Ok(PodConfig {
             source: path,
             container_id: o.container_id.clone().or(f.container_id),
@@ -520,6 +530,7 @@ impl PodConfig {
             mtu,
             vlan: f.vlan,
             bridge: f.bridge,
+            queues,
         })
     }
 

@@ -54,6 +54,26 @@ fn reads_the_cni_file() {
     assert_eq!(c.routes[1].to_string(), "10.1.0.0/16");
     assert_eq!(c.mtu, DEFAULT_MTU);
     assert_eq!(c.bridge.as_deref(), Some("br0"));
+    assert_eq!(c.queues, 1);
+}
+
+#[test]
+fn queues_from_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let load = |q: serde_json::Value| {
+        let mut v = cni_file("/run/x.sock");
+        v["queues"] = q;
+        let f = write(d.path(), "q/configData-q-net1.json", &v);
+        PodConfig::load(&Overrides {
+            config: Some(f),
+            ..Default::default()
+        })
+    };
+    assert_eq!(load(json!(4)).unwrap().queues, 4);
+    for bad in [json!(0), json!(17)] {
+        let e = load(bad).unwrap_err().to_string();
+        assert!(e.contains("queues"), "{e}");
+    }
 }
 
 #[test]

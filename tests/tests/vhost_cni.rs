@@ -2,7 +2,7 @@
 //! - pod A: `uswitch-cni` ADD with `tests/cni/uswitch-vhost.conflist` → a vhost-user server
 //!   port on bridge `br-cni` (VLAN 100) and its socket in the pod directory;
 //! - pod B: ADD with the memif conflist (`uswitch-tuning.conflist`, same bridge and VLAN);
-//! - `uswitch-agent passthrough` for pod A prints `net_virtio_user0,path=…,queues=1,mac=…`
+//! - `uswitch-agent passthrough` for pod A prints `net_virtio_user0,path=…,queues=2,mac=…` (the port has 2 queue pairs)
 //!   and the env file's `USWITCH_EAL_ARGS`; a testpmd started with exactly those EAL arguments
 //!   and a memif testpmd for pod B pass traffic both ways, exact counts;
 //! - DEL of both: no port, no socket, no pod directory left (DEL twice is fine).
@@ -70,6 +70,7 @@ fn cni_vhostuser_passthrough_testpmd_to_memif_pod() {
     assert_eq!(entry["config"]["type"], "vhost-user", "{entry}");
     assert_eq!(entry["config"]["mode"], "server", "{entry}");
     assert_eq!(entry["config"]["bridge"], "br-cni", "{entry}");
+    assert_eq!(entry["config"]["queues"], 2, "{entry}");
     let da = cni.config_data(CID_A, "net1");
     let sock = da["socketPath"].as_str().unwrap().to_string();
     assert!(std::path::Path::new(&sock).exists(), "{sock}");
@@ -102,7 +103,7 @@ fn cni_vhostuser_passthrough_testpmd_to_memif_pod() {
     let vdev = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert_eq!(
         vdev,
-        format!("net_virtio_user0,path={sock},queues=1,mac={mac}")
+        format!("net_virtio_user0,path={sock},queues=2,mac={mac}")
     );
     let envtext = std::fs::read_to_string(&env).unwrap();
     let eal = envtext
