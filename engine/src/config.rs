@@ -17,6 +17,20 @@ pub struct SwitchConfig {
     pub ports: Vec<PortConfig>,
     #[serde(default)]
     pub xconnects: Vec<XconnectConfig>,
+    /// DPDK EAL settings (used only by a uswitchd built with the cargo feature `dpdk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<DpdkSettings>,
+}
+
+/// Process-wide DPDK settings: the EAL is initialised once, at the first DPDK port (or at
+/// start with `uswitchd --dpdk-eal-args`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSettings {
+    /// EAL arguments without the program name, e.g. `["-l", "0", "--file-prefix", "usw",
+    /// "--no-pci"]` or `["-a", "0000:af:00.0"]`.
+    #[serde(default)]
+    pub eal_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +79,9 @@ pub enum PortKind {
     VhostUser(VhostUserConfig),
     /// A Linux network interface through an AF_PACKET socket (no Unix socket).
     Kernel(KernelConfig),
+    /// A DPDK ethdev (NIC by PCI address, or a vdev such as `net_tap0,iface=t0`). Parsed in
+    /// every build; only a build with the cargo feature `dpdk` can create it.
+    Dpdk(DpdkConfig),
 }
 
 impl PortKind {
@@ -74,6 +91,7 @@ impl PortKind {
             PortKind::Memif(_) => "memif",
             PortKind::VhostUser(_) => "vhost-user",
             PortKind::Kernel(_) => "kernel",
+            PortKind::Dpdk(_) => "dpdk",
         }
     }
     /// The Unix socket path of the port (memif, vhost-user); None for kinds without a socket.
@@ -81,7 +99,7 @@ impl PortKind {
         match self {
             PortKind::Memif(m) => Some(&m.socket),
             PortKind::VhostUser(v) => Some(&v.socket),
-            PortKind::Kernel(_) => None,
+            PortKind::Kernel(_) | PortKind::Dpdk(_) => None,
         }
     }
     /// Queue pairs the port is configured for.
@@ -90,7 +108,36 @@ impl PortKind {
             PortKind::Memif(m) => m.queues,
             PortKind::VhostUser(v) => v.queues,
             PortKind::Kernel(_) => 1,
+            PortKind::Dpdk(d) => d.queues,
         }
+    }
+}
+
+/// A DPDK ethdev port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpdkConfig {
+    /// Device arguments as `rte_dev_probe` takes them: a PCI address (`0000:af:00.0`) or a
+    /// vdev (`net_tap0,iface=uswtap0`, `net_af_packet0,iface=eth1`). The part before the
+    /// first comma names the device.
+    pub devargs: String,
+    /// rx/tx queue pairs (1..=MAX_QUEUES).
+    #[serde(default = "default_queues")]
+    pub queues: u16,
+    /// Descriptors per rx and per tx queue (a power of two 64..=4096).
+    #[serde(default = "default_dpdk_ring")]
+    pub ring_size: u16,
+}
+
+pub fn default_dpdk_ring() -> u16 {
+    512
+}
+/// Longest accepted devargs string.
+pub const MAX_DEVARGS: usize = 256;
+
+impl DpdkConfig {
+    /// The device name: devargs up to the first comma (`net_tap0`, `0000:af:00.0`).
+    pub fn device(&self) -> &str {
+        self.devargs.split(',').next().unwrap_or("")
     }
 }
 
@@ -408,6 +455,37 @@ impl PortConfig {
                     )));
                 }
             }
+            PortKind::Dpdk(d) => {
+                if d.device().is_empty() {
+                    return Err(bad(
+                        "devargs is empty (give a PCI address or a vdev such as net_tap0,iface=t0)"
+                            .into(),
+                    ));
+                }
+                if d.devargs.len() > MAX_DEVARGS {
+                    return Err(bad(format!("devargs longer than {MAX_DEVARGS} bytes")));
+                }
+                if d.devargs
+                    .bytes()
+                    .any(|b| b == 0 || b.is_ascii_whitespace() || !b.is_ascii())
+                {
+                    return Err(bad(
+                        "devargs contains whitespace, NUL or non-ASCII bytes".into()
+                    ));
+                }
+                if d.queues == 0 || d.queues > MAX_QUEUES {
+                    return Err(bad(format!(
+                        "queues must be 1..={MAX_QUEUES}, got {}",
+                        d.queues
+                    )));
+                }
+                if !d.ring_size.is_power_of_two() || !(64..=4096).contains(&d.ring_size) {
+                    return Err(bad(format!(
+                        "ring-size must be a power of two 64..=4096, got {}",
+                        d.ring_size
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -548,5 +626,47 @@ mod tests {
             assert!(e.contains(want), "{iface:?}/{frame}: {e}");
         }
         validate_ifname("x123456789abcde").unwrap();
+    }
+
+    #[test]
+    fn dpdk_port_config() {
+        let p: PortConfig = serde_json::from_str(
+            r#"{"name":"up0","type":"dpdk","devargs":"net_tap0,iface=uswtap0","bridge":"br0"}"#,
+        )
+        .unwrap();
+        let PortKind::Dpdk(d) = &p.kind else {
+            panic!("not dpdk")
+        };
+        assert_eq!((d.device(), d.queues, d.ring_size), ("net_tap0", 1, 512));
+        assert_eq!(p.kind.type_name(), "dpdk");
+        assert_eq!(p.kind.socket(), None);
+        p.validate().unwrap();
+        let back: PortConfig = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        for (devargs, queues, ring, want) in [
+            ("", 1, 512, "empty"),
+            (",iface=x", 1, 512, "empty"),
+            ("net_tap0 iface=x", 1, 512, "whitespace"),
+            ("0000:af:00.0", 0, 512, "queues"),
+            ("0000:af:00.0", 17, 512, "queues"),
+            ("0000:af:00.0", 1, 100, "ring-size"),
+            ("0000:af:00.0", 1, 8192, "ring-size"),
+        ] {
+            let mut q = p.clone();
+            q.kind = PortKind::Dpdk(DpdkConfig {
+                devargs: devargs.into(),
+                queues,
+                ring_size: ring,
+            });
+            let e = q.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{devargs:?}/{queues}/{ring}: {e}");
+        }
+        let c = SwitchConfig::parse(
+            "[dpdk]\neal_args=['-l','0','--no-pci']\n[[ports]]\nname='up0'\ntype='dpdk'\ndevargs='0000:af:00.0'\nqueues=2\n",
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.dpdk.unwrap().eal_args, ["-l", "0", "--no-pci"]);
+        c.ports[0].validate().unwrap();
     }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use uswitch::config::{
-    BridgeConfig, KernelConfig, MemifConfig, MemifMode, MemifRole, PortConfig, PortKind,
-    VhostUserConfig, VhostUserMode, VlanMode, MAX_LOG2_RING, MIN_LOG2_RING,
+    BridgeConfig, DpdkConfig, KernelConfig, MemifConfig, MemifMode, MemifRole, PortConfig,
+    PortKind, VhostUserConfig, VhostUserMode, VlanMode, MAX_LOG2_RING, MIN_LOG2_RING,
 };
 use uswitch::control::api::{FdbEntry, PortEntry, Request, ShowResult, WorkerStats};
 use uswitch::control::client::{call, ClientError, DEFAULT_CONTROL};
@@ -88,6 +88,9 @@ enum PortType {
     VhostUser,
     /// A Linux interface through AF_PACKET (`--iface`).
     Kernel,
+    /// A DPDK ethdev (`--devargs`): NIC by PCI address or a vdev (needs uswitchd built with
+    /// the cargo feature dpdk).
+    Dpdk,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -123,6 +126,13 @@ struct PortAddArgs {
     /// kernel: send through the interface's qdisc (tc) instead of straight to the driver.
     #[arg(long)]
     no_qdisc_bypass: bool,
+    /// dpdk: device arguments: a PCI address (0000:af:00.0) or a vdev
+    /// (net_tap0,iface=uswtap0; net_af_packet0,iface=eth1).
+    #[arg(long, value_name = "S")]
+    devargs: Option<String>,
+    /// dpdk: descriptors per rx and per tx queue, a power of two 64..=4096 [default: 512].
+    #[arg(long, value_name = "N")]
+    descriptors: Option<u16>,
     /// memif: server (uswitch listens, the peer allocates memory) or client (uswitch connects).
     #[arg(long, value_enum)]
     role: Option<RoleArg>,
@@ -132,7 +142,7 @@ struct PortAddArgs {
     /// memif secret (at most 24 bytes; the peer must send the same).
     #[arg(long, value_name = "S")]
     secret: Option<String>,
-    /// memif, vhost-user: queue pairs [default: 1].
+    /// memif, vhost-user, dpdk: queue pairs [default: 1].
     #[arg(long, value_name = "N")]
     queues: Option<u16>,
     /// memif ring size as log2 of slots (10 = 1024, like DPDK rsize), or a slot count (power
@@ -253,7 +263,16 @@ fn check_port_add(a: &PortAddArgs) -> Result<(), String> {
         (a.frame_size.is_some(), "--frame-size"),
         (a.no_qdisc_bypass, "--no-qdisc-bypass"),
     ];
-    if !matches!(a.kind, PortType::Kernel) {
+    let dpdk_only = [
+        (a.devargs.is_some(), "--devargs"),
+        (a.descriptors.is_some(), "--descriptors"),
+    ];
+    if !matches!(a.kind, PortType::Dpdk) {
+        if let Some((_, opt)) = dpdk_only.iter().find(|(given, _)| *given) {
+            return Err(format!("{opt} applies to dpdk ports only"));
+        }
+    }
+    if matches!(a.kind, PortType::Memif | PortType::VhostUser) {
         if a.socket.is_none() {
             return Err("memif and vhost-user ports need --socket PATH".into());
         }
@@ -293,6 +312,23 @@ fn check_port_add(a: &PortAddArgs) -> Result<(), String> {
                 .find(|(given, _)| *given)
             {
                 return Err(format!("{opt} does not apply to kernel ports"));
+            }
+        }
+        PortType::Dpdk => {
+            if a.devargs.is_none() {
+                return Err("dpdk ports need --devargs (PCI address or vdev)".into());
+            }
+            let not_dpdk = [
+                (a.socket.is_some(), "--socket"),
+                (a.mode.is_some(), "--mode"),
+            ];
+            if let Some((_, opt)) = memif_only
+                .iter()
+                .chain(kernel_only.iter())
+                .chain(not_dpdk.iter())
+                .find(|(given, _)| *given)
+            {
+                return Err(format!("{opt} does not apply to dpdk ports"));
             }
         }
     }
@@ -358,6 +394,13 @@ fn port_config(a: PortAddArgs) -> PortConfig {
                 .frame_size
                 .unwrap_or(uswitch::config::default_kernel_frame_size()),
             qdisc_bypass: !a.no_qdisc_bypass,
+        }),
+        PortType::Dpdk => PortKind::Dpdk(DpdkConfig {
+            devargs: a.devargs.unwrap_or_default(),
+            queues: a.queues.unwrap_or(uswitch::config::default_queues()),
+            ring_size: a
+                .descriptors
+                .unwrap_or(uswitch::config::default_dpdk_ring()),
         }),
     };
     PortConfig {
@@ -580,6 +623,45 @@ mod tests {
             "port add m memif --iface eth0 --socket /m --role server",
             "port add v vhost-user --frame-size 4096 --socket /v --mode server",
             "port add v vhost-user --mode server",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_add_dpdk() {
+        let Request::PortAdd { port } =
+            req("port add up0 dpdk --devargs 0000:af:00.0 --queues 2 --bridge br0 --vlan 7")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            port.kind,
+            PortKind::Dpdk(DpdkConfig {
+                devargs: "0000:af:00.0".into(),
+                queues: 2,
+                ring_size: 512
+            })
+        );
+        assert_eq!(port.vlan, VlanMode::Access(7));
+        let Request::PortAdd { port } =
+            req("port add t0 dpdk --devargs net_tap0,iface=uswtap0 --descriptors 1024")
+        else {
+            panic!()
+        };
+        let PortKind::Dpdk(d) = &port.kind else {
+            panic!("not dpdk")
+        };
+        assert_eq!((d.device(), d.ring_size), ("net_tap0", 1024));
+        for bad in [
+            "port add up0 dpdk",
+            "port add up0 dpdk --devargs x --socket /x",
+            "port add up0 dpdk --devargs x --iface eth0",
+            "port add up0 dpdk --devargs x --role server",
+            "port add up0 dpdk --devargs x --ring-size 10",
+            "port add up0 kernel --iface eth0 --devargs x",
+            "port add m memif --socket /m --role server --descriptors 512",
         ] {
             let e = parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");

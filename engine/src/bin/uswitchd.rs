@@ -40,6 +40,12 @@ struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+    /// DPDK EAL arguments, one string split at whitespace (e.g. "-l 0 --file-prefix usw
+    /// --no-pci"); the EAL is then initialised at start (a failure is fatal). Wins over the
+    /// config/state file's `dpdk.eal_args` (which initialise the EAL at the first DPDK port).
+    /// Needs a build with the cargo feature `dpdk`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    dpdk_eal_args: Option<String>,
     /// Testing only: run the control plane against an in-memory dataplane that moves no packets.
     #[arg(long, hide = true)]
     fake_dataplane: bool,
@@ -70,6 +76,15 @@ fn main() -> ExitCode {
     if let Err(e) = signals.thread_block() {
         eprintln!("uswitchd: error: blocking signals: {e}");
         return ExitCode::from(1);
+    }
+
+    if let Some(eal) = &args.dpdk_eal_args {
+        uswitch::dpdk::set_eal_args(eal.split_whitespace().map(String::from).collect());
+        if let Err(e) = uswitch::dpdk::init_now() {
+            tracing::error!("{e}");
+            eprintln!("uswitchd: error: {e}");
+            return ExitCode::from(1);
+        }
     }
 
     let opts = DaemonOptions {

@@ -59,6 +59,8 @@ pub enum ErrorCode {
     Busy,
     /// Creating the port or talking to the OS failed (bind, mmap, state file write).
     Io,
+    /// This uswitchd build cannot do it (e.g. a DPDK port without the cargo feature `dpdk`).
+    Unsupported,
     Internal,
 }
 

@@ -79,7 +79,8 @@ impl Backend for Dataplane {
 pub type PortFactory = Box<dyn Fn(&PortConfig) -> Result<Box<dyn Port>, String> + Send>;
 
 /// The real factory: memif ports via [`MemifPort::new`], vhost-user ports via
-/// [`VhostUserPort::new`], kernel ports via [`KernelPort::new`].
+/// [`VhostUserPort::new`], kernel ports via [`KernelPort::new`],
+/// DPDK ports via [`crate::dpdk::new_port`] (an error without the feature `dpdk`).
 pub fn real_port_factory() -> PortFactory {
     Box::new(|pc: &PortConfig| match &pc.kind {
         PortKind::Memif(m) => match MemifPort::new(&pc.name, m) {
@@ -94,5 +95,6 @@ pub fn real_port_factory() -> PortFactory {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
         },
+        PortKind::Dpdk(d) => crate::dpdk::new_port(&pc.name, d).map_err(|e| e.to_string()),
     })
 }

@@ -289,6 +289,10 @@ impl Port for FakePort {
                 details.insert("frame_size".into(), k.frame_size.into());
                 "kernel"
             }
+            PortKind::Dpdk(d) => {
+                details.insert("devargs".into(), d.devargs.as_str().into());
+                "dpdk"
+            }
         };
         if let Some(socket) = self.cfg.kind.socket() {
             details.insert("socket".into(), socket.into());
@@ -320,6 +324,7 @@ pub fn fake_port_factory() -> PortFactory {
                 }
                 false
             }
+            PortKind::Dpdk(_) => false,
         };
         if let (true, Some(socket)) = (binds, pc.kind.socket()) {
             let dir = Path::new(socket).parent().unwrap_or(Path::new("/"));

@@ -103,6 +103,7 @@ pub fn ports(entries: &[PortEntry]) -> String {
                     (mode, v.socket.clone())
                 }
                 PortKind::Kernel(k) => ("-", format!("iface {}", k.iface)),
+                PortKind::Dpdk(d) => ("-", format!("devargs {}", d.devargs)),
             };
             let peer = match (&e.info.peer_name, &e.info.peer_version) {
                 (Some(n), Some(v)) => format!("{n} ({v})"),

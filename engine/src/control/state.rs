@@ -208,6 +208,7 @@ mod tests {
             )
             .unwrap()],
             xconnects: vec![XconnectConfig { a: "x".into(), b: "y".into() }],
+            dpdk: None,
         }
     }
 

@@ -4,7 +4,8 @@
 //! Every change goes through three steps:
 //! 1. **validate** against the whole model (names unique, bridge exists, a port is either on a
 //!    bridge or in an xconnect, xconnect ports exist and are unbridged, a bridge with ports is
-//!    busy, no two ports share a server socket, no two kernel ports share an interface).
+//!    busy, no two ports share a server socket, no two kernel ports share an interface, no two
+//!    DPDK ports share a device, and DPDK ports only in a build with the feature `dpdk`).
 //!    Nothing is created before this passes; e.g. a `port add` to a missing bridge never
 //!    constructs the port, so no socket appears;
 //! 2. **apply** to the backend; if the backend refuses, the model is untouched (the backend
@@ -43,6 +44,9 @@ pub enum SwitchError {
     Conflict(String),
     #[error("port {port}: {msg}")]
     PortCreate { port: String, msg: String },
+    /// Not possible in this build (e.g. DPDK ports without the cargo feature `dpdk`).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("dataplane: {0}")]
     Dataplane(#[from] DpError),
     #[error("{0}; the change was rolled back")]
@@ -56,6 +60,7 @@ impl SwitchError {
             SwitchError::NotFound(_) => ErrorCode::NotFound,
             SwitchError::AlreadyExists(_) | SwitchError::Conflict(_) => ErrorCode::AlreadyExists,
             SwitchError::Busy(_) => ErrorCode::Busy,
+            SwitchError::Unsupported(_) => ErrorCode::Unsupported,
             SwitchError::PortCreate { .. } | SwitchError::State(_) => ErrorCode::Io,
             SwitchError::Dataplane(d) => match d {
                 DpError::NotFound(_) => ErrorCode::NotFound,
@@ -160,6 +165,27 @@ pub fn check_port_add(m: &SwitchConfig, p: &PortConfig) -> Result<(), SwitchErro
             return Err(SwitchError::Conflict(format!(
                 "interface {} is already used by kernel port {}",
                 k.iface, o.name
+            )));
+        }
+    }
+    if let PortKind::Dpdk(d) = &p.kind {
+        if !crate::dpdk::BUILT_IN {
+            return Err(SwitchError::Unsupported(format!(
+                "port {}: {}",
+                p.name,
+                crate::dpdk::DpdkError::NotBuiltIn
+            )));
+        }
+        // One ethdev, one port: two ports polling one device would split its traffic.
+        let other = m.ports.iter().find(|o| match &o.kind {
+            PortKind::Dpdk(od) => od.device() == d.device(),
+            _ => false,
+        });
+        if let Some(o) = other {
+            return Err(SwitchError::Conflict(format!(
+                "DPDK device {} is already used by port {}",
+                d.device(),
+                o.name
             )));
         }
     }
@@ -316,6 +342,11 @@ impl Switch {
     /// Failed items are logged, skipped and returned as messages; the rest come up.
     pub fn restore(&mut self, c: &SwitchConfig) -> Vec<String> {
         let mut errs = Vec::new();
+        if let Some(d) = &c.dpdk {
+            // Kept in the model (and so in the state file); `uswitchd --dpdk-eal-args` wins.
+            self.cfg.dpdk = Some(d.clone());
+            crate::dpdk::set_default_eal_args(&d.eal_args);
+        }
         for b in &c.bridges {
             if let Err(e) = self.apply_bridge_add(b.clone()) {
                 errs.push(prefixed(&format!("bridge {}", b.name), &e));

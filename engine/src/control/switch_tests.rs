@@ -283,6 +283,7 @@ fn restore_skips_failed_items_and_brings_up_the_rest() {
             a: "gone".into(),
             b: "c".into(),
         }],
+        dpdk: None,
     };
     let fake = FakeBackend::new();
     let mut sw = Switch::new(
@@ -391,4 +392,55 @@ fn kernel_ports_have_no_socket_and_one_port_per_interface() {
     let back: SwitchConfig = serde_json::from_str(&text).unwrap();
     assert_eq!(&back, sw.config());
     validate_config(&back).unwrap();
+}
+
+fn dport(name: &str, devargs: &str) -> PortConfig {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "type": "dpdk", "devargs": devargs, "bridge": "br0"
+    }))
+    .unwrap()
+}
+
+/// Without the feature `dpdk` a DPDK port is a typed `unsupported` error and nothing is
+/// constructed; with it (fake factory here), one port per device.
+#[test]
+fn dpdk_ports_need_the_feature_and_one_port_per_device() {
+    let (mut sw, fake, made) = switch(None);
+    sw.add_bridge(BridgeConfig::new("br0")).unwrap();
+    let e = sw.add_port(dport("up0", "")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    if !crate::dpdk::BUILT_IN {
+        let e = sw.add_port(dport("up0", "net_tap0,iface=t0")).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Unsupported);
+        assert_eq!(
+            e.to_string(),
+            "port up0: uswitchd built without DPDK support (cargo feature dpdk)"
+        );
+        assert_eq!(made.load(Ordering::SeqCst), 0);
+        assert!(sw.config().ports.is_empty());
+        // A state file with a DPDK port restores everything else.
+        let mut c: SwitchConfig = serde_json::from_value(serde_json::json!({
+            "bridges": [{"name": "br1"}],
+            "dpdk": {"eal_args": ["--no-pci"]},
+        }))
+        .unwrap();
+        c.ports.push(dport("up1", "0000:af:00.0"));
+        c.ports[0].bridge = Some("br1".into());
+        let errs = sw.restore(&c);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("cargo feature dpdk"), "{errs:?}");
+        assert_eq!(fake.state().port_names(), Vec::<String>::new());
+        assert_eq!(sw.config().dpdk.as_ref().unwrap().eal_args, ["--no-pci"]);
+        return;
+    }
+    sw.add_port(dport("up0", "net_tap0,iface=t0")).unwrap();
+    let e = sw.add_port(dport("up1", "net_tap0,iface=t1")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::AlreadyExists);
+    assert!(
+        e.to_string()
+            .contains("DPDK device net_tap0 is already used by port up0"),
+        "{e}"
+    );
+    sw.add_port(dport("up1", "net_tap1,iface=t1")).unwrap();
+    assert_eq!(fake.state().port_names(), vec!["up0", "up1"]);
 }
