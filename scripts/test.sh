@@ -2,10 +2,12 @@
 # THE test command (README, CI): dependencies, hugepages, format, lint, release build, unit
 # tests, then the end-to-end tests against real DPDK testpmd peers, serialized.
 # Runs as root on Debian 12. Exits non-zero on the first failing step; prints every
-# `test result:` line at the end.
+# `test result:` line at the end. Last, the DPDK build (cargo feature `dpdk`, engine and tests
+# only) is linted, built and its e2e test (tests/tests/dpdk_tap.rs) run.
 #   SKIP_DEPS=1      do not run scripts/install-deps.sh
 #   E2E_FILTER=name  only e2e tests whose name contains this
 #   SKIP_FMT=1       skip the rustfmt check (local runs only; CI never sets it)
+#   SKIP_DPDK=1      skip the `--features dpdk` steps (local runs only; CI never sets it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -78,5 +80,32 @@ if [ "${SKIP_LOOPBACK:-0}" != 1 ]; then
   grep -Eq '^\| uswitch-(bridge|xconnect) \| vhost-user \| [0-9]+ \| [0-9]' "$lb_out" \
     || { echo "FAILED: loopback table lacks measured uswitch vhost-user rows"; cat "$lb_out"; exit 1; }
   rm -f "$lb_out"
+fi
+
+# DPDK ports (cargo feature `dpdk`, off by default): only the engine and the tests crate are
+# built with it (not a second release build of the workspace). The uswitchd/uswitchctl in
+# target/release are replaced by the DPDK-enabled ones (a superset).
+if [ "${SKIP_DPDK:-0}" != 1 ]; then
+  step "cargo clippy --features dpdk (engine, tests) -- -D warnings"
+  cargo clippy -p uswitch-engine -p uswitch-e2e --all-targets --features uswitch-e2e/dpdk -- -D warnings
+
+  step "cargo build --release -p uswitch-engine --features dpdk --bins"
+  cargo build --release -p uswitch-engine --features dpdk --bins
+
+  step "unit tests with dpdk: cargo test -p uswitch-engine --release --features dpdk --lib"
+  set +e
+  cargo test -p uswitch-engine --release --features dpdk --lib 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" != 0 ]; then summary; echo "FAILED: dpdk unit tests (exit $rc)"; exit "$rc"; fi
+
+  step "dpdk end-to-end: cargo test -p uswitch-e2e --release --features dpdk --test dpdk_tap -- --test-threads=1"
+  set +e
+  timeout --kill-after=30 600 \
+    cargo test -p uswitch-e2e --release --features dpdk --test dpdk_tap -- --test-threads=1 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  summary
+  if [ "$rc" != 0 ]; then echo "FAILED: dpdk end-to-end test (exit $rc)"; exit "$rc"; fi
 fi
 echo "OK: all tests passed"
