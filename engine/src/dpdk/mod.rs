@@ -139,3 +139,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(all(test, feature = "dpdk"))]
+mod port_tests;
