@@ -5,7 +5,7 @@
 //! root namespace) is bridged to a memif port whose peer is `dpdk-testpmd
 //! --forward-mode=icmpecho` (it answers ARP and ping for any address). `ping -I <tap>
 //! 10.79.0.2` works; the tap's kernel counters, both uswitch ports, the DPDK device counters
-//! and testpmd agree; the mbuf pool's free count is back to its value before traffic, and
+//! and testpmd agree; link follows the tap going down and up; the mbuf pool's free count is back to its value before traffic, and
 //! after `port del` + `port add` (no mbuf leaked). Also the errors: a missing device, a busy
 //! device, EAL init failing (at start with `--dpdk-eal-args`, and lazily from the config
 //! file's `dpdk.eal_args`), each leaving the switch as it was.
@@ -226,6 +226,23 @@ fn ping_through_a_dpdk_tap_port_counts_agree_and_no_mbuf_leaks() {
     eprintln!(
         "counters agree: tap tx {k_tx} rx {k_rx}, up0 rx {} tx {}, testpmd rx {} tx {}, mbuf_avail {avail0}",
         up.total.rx_packets, up.total.tx_packets, t.rx_packets, t.tx_packets
+    );
+
+    // Link state follows the device (net_tap: the interface's flags).
+    sh("ip", &["link", "set", &tap, "down"]);
+    s.sw.wait_link("up0", false, LINK).unwrap();
+    let st = s.sw.stats("up0");
+    assert_eq!(
+        st.last_disconnect_reason.as_deref(),
+        Some("device reports link down"),
+        "{st:?}"
+    );
+    sh("ip", &["link", "set", &tap, "up"]);
+    s.sw.wait_link("up0", true, LINK).unwrap();
+    assert_eq!(
+        ping(&tap, "10.79.0.2", 3),
+        (3, 3),
+        "ping after link down/up"
     );
 
     // port del detaches the device (the tap interface goes away) and returns its rx ring's
