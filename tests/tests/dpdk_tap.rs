@@ -8,7 +8,8 @@
 //! and testpmd agree; link follows the tap going down and up; the mbuf pool's free count is back to its value before traffic, and
 //! after `port del` + `port add` (no mbuf leaked). Also the errors: a missing device, a busy
 //! device, EAL init failing (at start with `--dpdk-eal-args`, and lazily from the config
-//! file's `dpdk.eal_args`), each leaving the switch as it was.
+//! file's `dpdk.eal_args`), each leaving the switch as it was. And a DPDK port from `--config`
+//! (EAL args from the file) comes back after `kill -9` + restart from the state file.
 #![cfg(feature = "dpdk")]
 use std::process::Command;
 use std::time::Duration;
@@ -310,4 +311,42 @@ fn eal_failure_is_a_clear_error() {
     // The state file keeps the DPDK settings.
     let state = std::fs::read_to_string(&sw.state).unwrap();
     assert!(state.contains("--no-such-eal-option"), "{state}");
+}
+
+#[test]
+fn dpdk_port_from_config_comes_back_after_kill9() {
+    let _l = e2e_lock();
+    let tap = format!("uswdr{}", std::process::id() % 100000);
+    let dir = uswitch_e2e::temp_dir("drest");
+    let eal: Vec<String> = eal_args().split_whitespace().map(String::from).collect();
+    let cfg = serde_json::json!({
+        "dpdk": {"eal_args": eal},
+        "bridges": [{"name": "br0"}],
+        "ports": [{"name": "up0", "type": "dpdk", "devargs": format!("net_tap0,iface={tap}"),
+                   "bridge": "br0", "vlan": {"access": 7}}],
+    });
+    let path = dir.path().join("cfg.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let c = path.to_string_lossy().into_owned();
+    let mut sw = Uswitchd::start_with(dir.path(), &["--config", &c]).unwrap();
+    sw.wait_link("up0", true, LINK).unwrap();
+    let tap_dir = format!("/sys/class/net/{tap}");
+    assert!(std::path::Path::new(&tap_dir).exists());
+    let state = std::fs::read_to_string(&sw.state).unwrap();
+    assert!(
+        state.contains("\"type\":\"dpdk\"") || state.contains("\"type\": \"dpdk\""),
+        "{state}"
+    );
+    // kill -9: the tap goes with the process; the restart restores it from the state file
+    // (EAL args included), on the same bridge and VLAN.
+    sw.restart().unwrap();
+    sw.wait_link("up0", true, LINK).unwrap();
+    assert!(std::path::Path::new(&tap_dir).exists());
+    let show = sw.show();
+    assert!(show.restore_errors.is_empty(), "{:?}", show.restore_errors);
+    let p = &show.ports[0];
+    assert_eq!(p.info.kind, "dpdk");
+    assert_eq!(p.config.bridge.as_deref(), Some("br0"));
+    assert_eq!(p.config.vlan, uswitch::config::VlanMode::Access(7));
+    assert_eq!(p.info.details["driver"], "net_tap");
 }
