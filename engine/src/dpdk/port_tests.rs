@@ -20,10 +20,18 @@ fn cfg(devargs: &str, queues: u16) -> DpdkConfig {
 #[test]
 fn null_port_bursts_return_every_mbuf_and_errors_are_typed() {
     super::set_eal_args(
-        ["--no-pci", "--no-huge", "--no-shconf", "-m", "128"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        [
+            "--no-pci",
+            "--no-huge",
+            "--no-shconf",
+            "-m",
+            "128",
+            "--vdev",
+            "net_null9",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
     );
     let mut p = DpdkPort::new("n0", &cfg("net_null0,size=64", 2)).unwrap();
     p.poll_control(Instant::now());
@@ -102,4 +110,16 @@ fn null_port_bursts_return_every_mbuf_and_errors_are_typed() {
     drop(p);
     let p = DpdkPort::new("n0", &cfg("net_null0,size=64", 1)).unwrap();
     assert_eq!(p.mbuf_avail(), avail0, "mbufs held at drop were not freed");
+    drop(p);
+
+    // A device the EAL probed itself (`--vdev net_null9`) is used as found and only stopped
+    // at drop, so it can be added again (it was not detached).
+    for _ in 0..2 {
+        let mut q = DpdkPort::new("pre", &cfg("net_null9", 1)).unwrap();
+        assert_eq!(q.info().details["attached_by_uswitch"], false);
+        q.poll_control(Instant::now());
+        assert!(q.link_up());
+        assert_eq!(q.rx_burst(0, &mut pkts), 32);
+        q.rx_release(0);
+    }
 }

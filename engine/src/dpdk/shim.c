@@ -122,18 +122,22 @@ int usw_port_setup(uint16_t port, uint16_t nq, uint16_t nrxd, uint16_t ntxd,
 	return 0;
 }
 
-/* Stops and closes the port; with `remove`, also detaches the device (rte_dev_remove) so
- * the same devargs can be probed again. */
+/* Without `remove`: only stops the port (a device that existed before uswitch used it, e.g.
+ * probed by the EAL from -a/--vdev, stays available under its name for the next port add).
+ * With `remove`: stops, closes and detaches the device (rte_dev_remove), so the same devargs
+ * can be probed again. */
 int usw_port_close(uint16_t port, int remove) {
 	struct rte_eth_dev_info info;
 	struct rte_device *dev = NULL;
 	int rc;
 
+	if (!remove)
+		return rte_eth_dev_stop(port);
 	if (rte_eth_dev_info_get(port, &info) == 0)
 		dev = info.device;
 	rte_eth_dev_stop(port);
 	rc = rte_eth_dev_close(port);
-	if (remove && dev != NULL) {
+	if (dev != NULL) {
 		int r2 = rte_dev_remove(dev);
 		if (rc == 0)
 			rc = r2;
