@@ -31,6 +31,29 @@ pub struct DpdkSettings {
     /// "--no-pci"]` or `["-a", "0000:af:00.0"]`.
     #[serde(default)]
     pub eal_args: Vec<String>,
+    /// Mbufs per NUMA socket pool (default 16383; `MIN_DPDK_MBUFS..=MAX_DPDK_MBUFS`). Every
+    /// DPDK port's rx rings hold `queues × ring_size` of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbufs: Option<u32>,
+}
+
+pub const MIN_DPDK_MBUFS: u32 = 1023;
+pub const MAX_DPDK_MBUFS: u32 = 4 * 1024 * 1024 - 1;
+
+impl DpdkSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.mbufs {
+            if !(MIN_DPDK_MBUFS..=MAX_DPDK_MBUFS).contains(&n) {
+                return Err(format!(
+                    "dpdk.mbufs must be {MIN_DPDK_MBUFS}..={MAX_DPDK_MBUFS}, got {n}"
+                ));
+            }
+        }
+        if self.eal_args.iter().any(|a| a.as_bytes().contains(&0)) {
+            return Err("dpdk.eal_args: an argument contains a NUL byte".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -666,7 +689,17 @@ mod tests {
             true,
         )
         .unwrap();
-        assert_eq!(c.dpdk.unwrap().eal_args, ["-l", "0", "--no-pci"]);
+        let d = c.dpdk.clone().unwrap();
+        assert_eq!(d.eal_args, ["-l", "0", "--no-pci"]);
+        assert_eq!(d.mbufs, None);
+        d.validate().unwrap();
+        for (n, ok) in [(1022, false), (1023, true), (65535, true), (4 << 20, false)] {
+            let s = DpdkSettings {
+                eal_args: vec![],
+                mbufs: Some(n),
+            };
+            assert_eq!(s.validate().is_ok(), ok, "{n}");
+        }
         c.ports[0].validate().unwrap();
     }
 }

@@ -320,7 +320,7 @@ fn dpdk_port_from_config_comes_back_after_kill9() {
     let dir = uswitch_e2e::temp_dir("drest");
     let eal: Vec<String> = eal_args().split_whitespace().map(String::from).collect();
     let cfg = serde_json::json!({
-        "dpdk": {"eal_args": eal},
+        "dpdk": {"eal_args": eal, "mbufs": 8191},
         "bridges": [{"name": "br0"}],
         "ports": [{"name": "up0", "type": "dpdk", "devargs": format!("net_tap0,iface={tap}"),
                    "bridge": "br0", "vlan": {"access": 7}}],
@@ -349,4 +349,8 @@ fn dpdk_port_from_config_comes_back_after_kill9() {
     assert_eq!(p.config.bridge.as_deref(), Some("br0"));
     assert_eq!(p.config.vlan, uswitch::config::VlanMode::Access(7));
     assert_eq!(p.info.details["driver"], "net_tap");
+    assert_eq!(
+        p.info.details["mbuf_total"], 8191,
+        "dpdk.mbufs from the state file"
+    );
 }

@@ -46,6 +46,10 @@ struct Args {
     /// Needs a build with the cargo feature `dpdk`.
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     dpdk_eal_args: Option<String>,
+    /// Mbufs per NUMA socket pool of DPDK ports [default: 16383, or the config's
+    /// `dpdk.mbufs`]; range 1023..=4194303.
+    #[arg(long, value_name = "N")]
+    dpdk_mbufs: Option<u32>,
     /// Testing only: run the control plane against an in-memory dataplane that moves no packets.
     #[arg(long, hide = true)]
     fake_dataplane: bool,
@@ -78,6 +82,17 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
+    if let Some(n) = args.dpdk_mbufs {
+        let s = uswitch::config::DpdkSettings {
+            eal_args: vec![],
+            mbufs: Some(n),
+        };
+        if let Err(e) = s.validate() {
+            eprintln!("uswitchd: error: --dpdk-mbufs: {e}");
+            return ExitCode::from(1);
+        }
+        uswitch::dpdk::set_mbufs(n);
+    }
     if let Some(eal) = &args.dpdk_eal_args {
         uswitch::dpdk::set_eal_args(eal.split_whitespace().map(String::from).collect());
         if let Err(e) = uswitch::dpdk::init_now() {

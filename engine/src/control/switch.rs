@@ -260,6 +260,9 @@ pub fn check_xconnect_del(m: &SwitchConfig, a: &str) -> Result<usize, SwitchErro
 
 /// Checks a whole config (e.g. `--config FILE`) as if its items were added in order.
 pub fn validate_config(c: &SwitchConfig) -> Result<(), SwitchError> {
+    if let Some(d) = &c.dpdk {
+        d.validate().map_err(SwitchError::Invalid)?;
+    }
     let mut m = SwitchConfig::default();
     for b in &c.bridges {
         check_bridge_add(&m, b)?;
@@ -343,9 +346,14 @@ impl Switch {
     pub fn restore(&mut self, c: &SwitchConfig) -> Vec<String> {
         let mut errs = Vec::new();
         if let Some(d) = &c.dpdk {
-            // Kept in the model (and so in the state file); `uswitchd --dpdk-eal-args` wins.
-            self.cfg.dpdk = Some(d.clone());
-            crate::dpdk::set_default_eal_args(&d.eal_args);
+            // Kept in the model (and so in the state file); `uswitchd --dpdk-*` options win.
+            match d.validate() {
+                Ok(()) => {
+                    self.cfg.dpdk = Some(d.clone());
+                    crate::dpdk::apply_settings(d);
+                }
+                Err(e) => errs.push(e),
+            }
         }
         for b in &c.bridges {
             if let Err(e) = self.apply_bridge_add(b.clone()) {

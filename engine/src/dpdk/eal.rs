@@ -10,9 +10,10 @@
 //!   lcore, no worker lcores: uswitch's own worker polls the ports) and
 //!   `--file-prefix uswitchd` (runtime files apart from other DPDK processes).
 //! - One mbuf pool per NUMA socket, created at the first port on that socket and kept for
-//!   the life of the process ([`DEFAULT_MBUFS`] mbufs of `RTE_MBUF_DEFAULT_BUF_SIZE`).
+//!   the life of the process ([`super::mbufs`] mbufs, default [`super::DEFAULT_MBUFS`], of
+//!   `RTE_MBUF_DEFAULT_BUF_SIZE`).
 use super::ffi::{self, RteMempool};
-use super::{DpdkError, DEFAULT_MBUFS};
+use super::DpdkError;
 use std::ffi::CString;
 use std::os::raw::c_char;
 use std::sync::{Mutex, OnceLock};
@@ -154,16 +155,17 @@ pub fn pool(socket: i32) -> Result<Pool, DpdkError> {
         return Ok(*p);
     }
     let name = CString::new(format!("usw_pool_s{socket}")).expect("no NUL");
+    let n = super::mbufs();
     // SAFETY: the EAL is initialised; name is a valid C string; the sizes are in range
-    // (cache <= RTE_MEMPOOL_CACHE_MAX_SIZE and <= n / 1.5).
-    let mp = unsafe { ffi::usw_pool_create(name.as_ptr(), DEFAULT_MBUFS, POOL_CACHE, socket) };
+    // (cache <= RTE_MEMPOOL_CACHE_MAX_SIZE, n >= MIN_DPDK_MBUFS >= 1.5 × cache).
+    let mp = unsafe { ffi::usw_pool_create(name.as_ptr(), n, POOL_CACHE, socket) };
     if mp.is_null() {
         // SAFETY: reads this thread's rte_errno, set by the failed create.
         let err = unsafe { ffi::usw_errno() };
         return Err(DpdkError::Pool {
             socket,
             msg: format!(
-                "rte_pktmbuf_pool_create of {DEFAULT_MBUFS} mbufs: {} (hugepages on that node? EAL -m/--socket-mem?)",
+                "rte_pktmbuf_pool_create of {n} mbufs: {} (hugepages on that node? EAL -m/--socket-mem?)",
                 ffi::strerror(err)
             ),
         });

@@ -48,18 +48,22 @@ pub enum DpdkError {
     Pool { socket: i32, msg: String },
 }
 
-/// Mbufs per socket pool unless configured (`dpdk.mbufs`).
+/// Mbufs per socket pool unless configured (`dpdk.mbufs`, `uswitchd --dpdk-mbufs`).
 pub const DEFAULT_MBUFS: u32 = 16383;
 
 struct Settings {
     eal_args: Vec<String>,
     /// Set by the command line: the config/state file's args do not replace them.
     from_cli: bool,
+    mbufs: u32,
+    mbufs_from_cli: bool,
 }
 
 static SETTINGS: Mutex<Settings> = Mutex::new(Settings {
     eal_args: Vec::new(),
     from_cli: false,
+    mbufs: DEFAULT_MBUFS,
+    mbufs_from_cli: false,
 });
 
 fn settings() -> std::sync::MutexGuard<'static, Settings> {
@@ -74,12 +78,28 @@ pub fn set_eal_args(args: Vec<String>) {
     s.from_cli = true;
 }
 
-/// EAL arguments from the config or state file, unless the command line gave some.
-pub fn set_default_eal_args(args: &[String]) {
+/// Mbufs per socket pool from the command line (wins over the config's `dpdk.mbufs`).
+/// Effective for pools created afterwards.
+pub fn set_mbufs(n: u32) {
+    let mut s = settings();
+    s.mbufs = n;
+    s.mbufs_from_cli = true;
+}
+
+/// The config or state file's `dpdk` section (validated), except what the command line set.
+pub fn apply_settings(d: &crate::config::DpdkSettings) {
     let mut s = settings();
     if !s.from_cli {
-        s.eal_args = args.to_vec();
+        s.eal_args = d.eal_args.clone();
     }
+    if let (false, Some(n)) = (s.mbufs_from_cli, d.mbufs) {
+        s.mbufs = n;
+    }
+}
+
+/// Mbufs per socket pool for pools created from now on.
+pub fn mbufs() -> u32 {
+    settings().mbufs
 }
 
 /// The EAL arguments the EAL is (or will be) initialised with, without the program name.
