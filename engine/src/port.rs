@@ -49,6 +49,23 @@ impl PktRef {
         self.len = 0;
         self.nsegs = 0;
     }
+    /// Makes this a one-segment packet of `s` from queue `queue` (the receive fast path).
+    #[inline]
+    pub fn set_single(&mut self, s: Seg, queue: u16) {
+        self.segs[0] = s;
+        self.nsegs = 1;
+        self.len = s.len();
+        self.queue = queue;
+    }
+    /// The only segment of a one-segment packet, None otherwise.
+    #[inline]
+    pub fn single(&self) -> Option<&Seg> {
+        if self.nsegs == 1 {
+            Some(&self.segs[0])
+        } else {
+            None
+        }
+    }
     /// Appends a segment; false when the chain is already [`MAX_SEGS`] long.
     #[inline]
     pub fn push_seg(&mut self, s: Seg) -> bool {

@@ -289,3 +289,63 @@ fn vlan_access_kernel_port_and_no_leak_on_delete() {
     s.sw.ctl_ok(&["port", "add", "up0", "kernel", "--iface", &veth.host]);
     s.sw.wait_link("up0", true, LINK).unwrap();
 }
+
+/// A kernel port in the state file whose interface is missing when uswitchd restarts is
+/// restored down (`no-interface`, not in "Not restored at startup") and comes up by itself
+/// once the interface appears; ping works through it again.
+#[test]
+fn kernel_port_restored_before_its_interface_exists() {
+    let _l = e2e_lock();
+    let ns = NetNs::new("krest").unwrap();
+    let host = iface("r");
+    let veth = Veth::new(&host, &ns, "10.79.0.1/24", None);
+    let mut s = Switch::with_bridge("krest");
+    s.add_port("p0", "server", &[]);
+    s.sw.ctl_ok(&[
+        "port", "add", "up0", "kernel", "--iface", &host, "--bridge", "br0",
+    ]);
+    s.sw.wait_link("up0", true, LINK).unwrap();
+    let mut pmd = echo_peer("krest-echo", &s, "p0");
+    assert_eq!(ping(&ns, "10.79.0.2", 3), (3, 3), "ping before the restart");
+
+    // Crash, and the interface is gone while the daemon is down (e.g. a reboot where the NIC
+    // driver loads later).
+    s.sw.kill9();
+    drop(veth);
+    s.sw.restart().unwrap();
+    let show = s.sw.ctl_json(&["show"]);
+    let failed = show["restore_errors"].as_array().map_or(0, |a| a.len());
+    assert_eq!(failed, 0, "nothing fails to restore: {show}");
+    let list = s.sw.ctl_json(&["port", "list"]);
+    let up0 = list
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["config"]["name"] == "up0"))
+        .unwrap_or_else(|| panic!("up0 restored: {list}"))
+        .clone();
+    assert_eq!(up0["info"]["details"]["state"], "no-interface", "{up0}");
+    let st = s.sw.stats("up0");
+    assert!(!st.link_up, "{st:?}");
+    assert!(
+        st.last_disconnect_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("not present at startup"),
+        "{st:?}"
+    );
+
+    // The interface appears: the port opens itself. testpmd (a DPDK memif client does not
+    // redial by itself) is restarted on its port.
+    let veth = Veth::new(&host, &ns, "10.79.0.1/24", None);
+    s.sw.wait_link("up0", true, LINK).unwrap();
+    pmd.restart_port(0).unwrap();
+    pmd.wait_link_up(LINK).unwrap();
+    s.sw.wait_link("p0", true, LINK).unwrap();
+    pmd.start_fwd().unwrap();
+    assert_eq!(
+        ping(&ns, "10.79.0.2", 5),
+        (5, 5),
+        "ping after the interface appeared"
+    );
+    drop(veth);
+    drop(pmd);
+}

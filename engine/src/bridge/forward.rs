@@ -14,7 +14,10 @@
 //!
 //! Per burst, the last source learned and the last destination looked up are cached (bursts
 //! are mostly one or a few flows); the destination cache is dropped when learning changes the
-//! table, so results are exactly those of per-packet lookups.
+//! table, so results are exactly those of per-packet lookups. A run of packets whose first 16
+//! bytes (MACs, TPID/ethertype, TCI) equal the previous packet's reuses its verdict outright (no
+//! classification, learning or lookup), and a flood with exactly one eligible member is
+//! decided as a unicast to it (a two-port bridge never walks the member list per packet).
 //!
 //! Hot path rules: no allocation (batches and the dirty list are preallocated at member add),
 //! no locks, no syscalls, no clock reads (`now` comes from the worker's control tick).
@@ -77,6 +80,11 @@ impl Bridge {
         let mut last_dst = FdbKey::NONE;
         let mut last_hit = None;
         let mut no_route = 0u32;
+        // Runs of equal heads: a packet whose first 16 bytes (MACs, TPID/ethertype, TCI) equal
+        // the previous packet's gets the previous verdict. Exact: classification reads only
+        // those bytes, learning the same source again changes nothing, and the table only
+        // changes through learning.
+        let mut run: Option<(u128, Verdict)> = None;
         for (i, pkt) in pkts.iter().enumerate() {
             if let Some(s) = pkts.get(i + PREFETCH).and_then(|p| p.segs().first()) {
                 s.prefetch();
@@ -90,46 +98,118 @@ impl Bridge {
                     (h, n)
                 }
             };
-            let Some(ing) = in_vlan.ingress(&head[..n]) else {
-                no_route += 1;
-                continue;
+            let h16 = (n >= 16).then(|| head16(&head));
+            let verdict = match (run, h16) {
+                (Some((prev, v)), Some(h)) if prev == h => v,
+                _ => {
+                    let v = decide(
+                        &head[..n],
+                        in_vlan,
+                        members,
+                        fdb,
+                        in_m,
+                        now,
+                        (&mut last_src, &mut last_dst, &mut last_hit),
+                    );
+                    run = h16.map(|h| (h, v));
+                    v
+                }
             };
-            // The MACs as 48-bit big-endian numbers, one 8-byte load each.
-            let dst48 = be_u64(&head, 0) >> 16;
-            let src48 = be_u64(&head, 6) >> 16;
-            if src48 & GROUP_BIT == 0 {
-                let k = Fdb::key48(ing.vid, src48);
-                if k != last_src {
-                    last_src = k;
-                    if let Learned::New | Learned::Moved { .. } = fdb.learn_key(k, in_m, now) {
-                        // The table changed: a cached destination may be stale.
-                        last_dst = FdbKey::NONE;
+            match verdict {
+                Verdict::Drop => no_route += 1,
+                Verdict::To(m, edit) => push(usize::from(m), i, edit),
+                Verdict::Flood(ing) => {
+                    if flood(members, in_m, ing, i, &mut push) == 0 {
+                        no_route += 1;
                     }
                 }
-            }
-            if dst48 & GROUP_BIT == 0 {
-                let k = Fdb::key48(ing.vid, dst48);
-                if k != last_dst {
-                    last_dst = k;
-                    last_hit = fdb.lookup_key(k, now);
-                }
-                if let Some(m) = last_hit {
-                    let out = members.get(usize::from(m));
-                    match out
-                        .filter(|o| m != in_m && o.up)
-                        .and_then(|o| o.vlan.egress(ing))
-                    {
-                        Some(edit) => push(usize::from(m), i, edit),
-                        None => no_route += 1,
-                    }
-                    continue;
-                }
-            }
-            if flood(members, in_m, ing, i, &mut push) == 0 {
-                no_route += 1;
             }
         }
         no_route
+    }
+}
+
+/// Where one packet goes.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Drop,
+    To(u16, VlanEdit),
+    Flood(Ingress),
+}
+
+/// The first 16 bytes of the head as one number (for run detection).
+#[inline]
+fn head16(head: &[u8; HEAD_LEN]) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&head[..16]);
+    u128::from_ne_bytes(b)
+}
+
+/// The per-packet decision: classify, learn the source, look the destination up. `caches` are
+/// the per-burst last source learned / last destination looked up (and its result); the
+/// destination cache is dropped when learning changes the table.
+#[inline]
+fn decide(
+    head: &[u8],
+    in_vlan: &super::PortVlan,
+    members: &[super::MemberInfo],
+    fdb: &mut Fdb,
+    in_m: u16,
+    now: u64,
+    caches: (&mut FdbKey, &mut FdbKey, &mut Option<u16>),
+) -> Verdict {
+    let (last_src, last_dst, last_hit) = caches;
+    let Some(ing) = in_vlan.ingress(head) else {
+        return Verdict::Drop;
+    };
+    let mut h = [0u8; HEAD_LEN];
+    h[..head.len()].copy_from_slice(head);
+    // The MACs as 48-bit big-endian numbers, one 8-byte load each.
+    let dst48 = be_u64(&h, 0) >> 16;
+    let src48 = be_u64(&h, 6) >> 16;
+    if src48 & GROUP_BIT == 0 {
+        let k = Fdb::key48(ing.vid, src48);
+        if k != *last_src {
+            *last_src = k;
+            if let Learned::New | Learned::Moved { .. } = fdb.learn_key(k, in_m, now) {
+                // The table changed: a cached destination may be stale.
+                *last_dst = FdbKey::NONE;
+            }
+        }
+    }
+    if dst48 & GROUP_BIT == 0 {
+        let k = Fdb::key48(ing.vid, dst48);
+        if k != *last_dst {
+            *last_dst = k;
+            *last_hit = fdb.lookup_key(k, now);
+        }
+        if let Some(m) = *last_hit {
+            return match members
+                .get(usize::from(m))
+                .filter(|o| m != in_m && o.up)
+                .and_then(|o| o.vlan.egress(ing))
+            {
+                Some(edit) => Verdict::To(m, edit),
+                None => Verdict::Drop,
+            };
+        }
+    }
+    // Flooding to exactly one member (a two-port bridge) is a unicast; to none, a drop.
+    let mut only = None;
+    for (m, info) in members.iter().enumerate() {
+        if m == usize::from(in_m) || !info.up {
+            continue;
+        }
+        if let Some(edit) = info.vlan.egress(ing) {
+            if only.is_some() {
+                return Verdict::Flood(ing);
+            }
+            only = Some((m as u16, edit));
+        }
+    }
+    match only {
+        Some((m, edit)) => Verdict::To(m, edit),
+        None => Verdict::Drop,
     }
 }
 
@@ -345,6 +425,60 @@ mod tests {
                 (102, vec![(1, VlanEdit::Keep)])
             ]
         );
+    }
+
+    /// Runs of equal heads reuse the verdict, and a change of table or head between runs is
+    /// seen: results equal per-packet decisions.
+    #[test]
+    fn runs_of_equal_heads() {
+        let mut b = bridge(&[VlanMode::None, VlanMode::None, VlanMode::None]);
+        let f = frames(&[
+            (mac(5), mac(1), None),
+            (mac(5), mac(1), None),
+            (BC, mac(5), None), // mac(5) learned on member 0 (the ingress)
+            (mac(5), mac(1), None),
+            (mac(5), mac(1), None),
+        ]);
+        assert_eq!(b.forward(0, &f.pkts, 0), 2, "the last run hairpins");
+        assert_eq!(
+            out(&mut b),
+            vec![
+                (
+                    101,
+                    vec![
+                        (0, VlanEdit::Keep),
+                        (1, VlanEdit::Keep),
+                        (2, VlanEdit::Keep)
+                    ]
+                ),
+                (
+                    102,
+                    vec![
+                        (0, VlanEdit::Keep),
+                        (1, VlanEdit::Keep),
+                        (2, VlanEdit::Keep)
+                    ]
+                ),
+            ]
+        );
+        // A flood with one eligible member is sent like a unicast; with none it is dropped.
+        b.set_member_up(2, false);
+        let f = frames(&[(mac(9), mac(2), None), (mac(9), mac(2), None)]);
+        assert_eq!(b.forward(0, &f.pkts, 0), 0);
+        assert_eq!(
+            out(&mut b),
+            vec![(101, vec![(0, VlanEdit::Keep), (1, VlanEdit::Keep)])]
+        );
+        b.set_member_up(1, false);
+        assert_eq!(b.forward(0, &f.pkts, 0), 2);
+        assert!(out(&mut b).is_empty());
+        // Runts (head shorter than 16 bytes) are decided one by one: both dropped.
+        let mut f = frames(&[(BC, mac(3), None)]);
+        let mut runt = PktRef::default();
+        runt.push_seg(f.buf.seg(0, 13).unwrap());
+        f.pkts = vec![runt, runt];
+        b.set_member_up(1, true);
+        assert_eq!(b.forward(0, &f.pkts, 0), 2);
     }
 
     #[test]

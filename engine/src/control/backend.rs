@@ -74,15 +74,26 @@ impl Backend for Dataplane {
     }
 }
 
+/// Why a port object is being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortOrigin {
+    /// A `port_add` request: every problem is an error and nothing is created.
+    Request,
+    /// Startup from the state file (or re-creating a port a failed change removed): a port
+    /// whose device is merely absent for now (a kernel port's interface) is created down and
+    /// comes up when the device appears, as OVS does with a missing netdev.
+    Restore,
+}
+
 /// Builds the port object for a validated [`PortConfig`]. Errors are messages for the user
 /// (e.g. "bind /run/x.sock: permission denied"). Server ports must bind before returning.
-pub type PortFactory = Box<dyn Fn(&PortConfig) -> Result<Box<dyn Port>, String> + Send>;
+pub type PortFactory = Box<dyn Fn(&PortConfig, PortOrigin) -> Result<Box<dyn Port>, String> + Send>;
 
 /// The real factory: memif ports via [`MemifPort::new`], vhost-user ports via
 /// [`VhostUserPort::new`], kernel ports via [`KernelPort::new`],
 /// DPDK ports via [`crate::dpdk::new_port`] (an error without the feature `dpdk`).
 pub fn real_port_factory() -> PortFactory {
-    Box::new(|pc: &PortConfig| match &pc.kind {
+    Box::new(|pc: &PortConfig, origin: PortOrigin| match &pc.kind {
         PortKind::Memif(m) => match MemifPort::new(&pc.name, m) {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
@@ -91,7 +102,10 @@ pub fn real_port_factory() -> PortFactory {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
         },
-        PortKind::Kernel(k) => match KernelPort::new(&pc.name, k) {
+        PortKind::Kernel(k) => match match origin {
+            PortOrigin::Request => KernelPort::new(&pc.name, k),
+            PortOrigin::Restore => KernelPort::restore(&pc.name, k),
+        } {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
         },

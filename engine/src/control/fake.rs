@@ -314,7 +314,7 @@ impl Port for FakePort {
 /// does not exist (nothing is bound, so no file is created); like a real kernel port it fails
 /// when the interface does not exist (nothing is opened).
 pub fn fake_port_factory() -> PortFactory {
-    Box::new(|pc: &PortConfig| {
+    Box::new(|pc: &PortConfig, _| {
         let binds = match &pc.kind {
             PortKind::Memif(m) => m.role == MemifRole::Server && !m.is_abstract(),
             PortKind::VhostUser(v) => v.mode == crate::config::VhostUserMode::Server,

@@ -22,7 +22,7 @@ use crate::config::{
 use crate::control::api::{
     ApiError, ErrorCode, FdbEntry, PortEntry, ShowResult, WorkerStats, XconnectEntry,
 };
-use crate::control::backend::{Backend, PortFactory};
+use crate::control::backend::{Backend, PortFactory, PortOrigin};
 use crate::control::state::{StateError, StateFile};
 use crate::dataplane::{Attach, DpError};
 use crate::port::{PortInfo, PortStats};
@@ -361,7 +361,7 @@ impl Switch {
             }
         }
         for p in &c.ports {
-            if let Err(e) = self.apply_port_add(p.clone()) {
+            if let Err(e) = self.apply_port_add(p.clone(), PortOrigin::Restore) {
                 errs.push(prefixed(&format!("port {}", p.name), &e));
             }
         }
@@ -399,7 +399,7 @@ impl Switch {
     /// Adds a port; returns its entry (config + info).
     pub fn add_port(&mut self, p: PortConfig) -> Result<PortEntry, SwitchError> {
         let name = p.name.clone();
-        let undo = self.apply_port_add(p)?;
+        let undo = self.apply_port_add(p, PortOrigin::Request)?;
         self.persist_or_undo(undo)?;
         tracing::info!(port = %name, "port added");
         let entry = self
@@ -456,9 +456,9 @@ impl Switch {
         Ok(Undo::DelBridge(name))
     }
 
-    fn apply_port_add(&mut self, p: PortConfig) -> Result<Undo, SwitchError> {
+    fn apply_port_add(&mut self, p: PortConfig, origin: PortOrigin) -> Result<Undo, SwitchError> {
         check_port_add(&self.cfg, &p)?;
-        let port = (self.factory)(&p).map_err(|msg| SwitchError::PortCreate {
+        let port = (self.factory)(&p, origin).map_err(|msg| SwitchError::PortCreate {
             port: p.name.clone(),
             msg,
         })?;
@@ -509,7 +509,7 @@ impl Switch {
                 self.cfg.ports.retain(|p| p.name != n);
             }
             Undo::AddPort { idx, port, xc } => {
-                let made = (self.factory)(&port)
+                let made = (self.factory)(&port, PortOrigin::Restore)
                     .map_err(|m| SwitchError::PortCreate {
                         port: port.name.clone(),
                         msg: m,

@@ -23,7 +23,7 @@ fn bport(name: &str, socket: &str, bridge: &str) -> PortConfig {
 fn counting_factory() -> (PortFactory, Arc<AtomicUsize>) {
     let n = Arc::new(AtomicUsize::new(0));
     let n2 = n.clone();
-    let f: PortFactory = Box::new(move |pc: &PortConfig| {
+    let f: PortFactory = Box::new(move |pc: &PortConfig, _| {
         n2.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(FakePort::new(pc)) as Box<dyn Port>)
     });
@@ -178,7 +178,7 @@ fn backend_failure_leaves_model_unchanged() {
     assert_eq!(sw.config(), &before);
 
     // Port factory failure: io error, nothing changed.
-    let f: PortFactory = Box::new(|_| Err("bind: permission denied".into()));
+    let f: PortFactory = Box::new(|_, _| Err("bind: permission denied".into()));
     let mut sw2 = Switch::new(Box::new(FakeBackend::new()), f, None);
     let e = sw2.add_port(port("p0", "/tmp/p0.sock")).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Io);
@@ -443,4 +443,30 @@ fn dpdk_ports_need_the_feature_and_one_port_per_device() {
     );
     sw.add_port(dport("up1", "net_tap1,iface=t1")).unwrap();
     assert_eq!(fake.state().port_names(), vec!["up0", "up1"]);
+}
+
+/// Ports built at startup (and re-created by a rollback) are built with
+/// `PortOrigin::Restore`; `port_add` requests with `PortOrigin::Request`.
+#[test]
+fn factory_is_told_why_a_port_is_built() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let f: PortFactory = Box::new(move |pc: &PortConfig, origin| {
+        seen2.lock().unwrap().push((pc.name.clone(), origin));
+        Ok(Box::new(FakePort::new(pc)) as Box<dyn Port>)
+    });
+    let mut sw = Switch::new(Box::new(FakeBackend::new()), f, None);
+    let cfg = SwitchConfig {
+        ports: vec![port("old", "/tmp/old.sock")],
+        ..SwitchConfig::default()
+    };
+    assert!(sw.restore(&cfg).is_empty());
+    sw.add_port(port("new", "/tmp/new.sock")).unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            ("old".to_string(), PortOrigin::Restore),
+            ("new".to_string(), PortOrigin::Request)
+        ]
+    );
 }

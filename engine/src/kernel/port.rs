@@ -2,6 +2,10 @@
 //!
 //! - `new` opens the socket, sets up and maps the rings and binds before returning, so a
 //!   missing interface or a missing privilege fails at `port add` and nothing stays behind.
+//! - `restore` (uswitchd start, from the state file) is `new`, except that a missing
+//!   interface gives a port that is down (`state` = `no-interface`) and opens itself when the
+//!   interface appears, like an interface that disappears later (a NIC whose driver loads
+//!   after uswitchd, a veth created by a later unit).
 //! - `poll_control` checks the interface every [`CHECK_EVERY`]: index (gone or re-created →
 //!   close, then reopen when it is back, with backoff), flags (link up = `IFF_UP` and
 //!   `IFF_RUNNING`), MTU, and the kernel's receive drops (`PACKET_STATISTICS`), which are added
@@ -144,15 +148,51 @@ impl KernelPort {
         }
         let geo = Geometry::for_frame_size(cfg.frame_size);
         let o = open(cfg, &geo, ifindex)?;
-        let mut p = KernelPort {
+        let mut p = KernelPort::closed(name, cfg, ctl);
+        p.open = Some(o);
+        p.mac = Some(mac);
+        p.refresh(Instant::now());
+        tracing::info!(
+            port = name,
+            iface,
+            ifindex,
+            frame_size = cfg.frame_size,
+            up = p.running,
+            "kernel port open"
+        );
+        Ok(p)
+    }
+
+    /// Like [`Self::new`], but a missing interface is not an error: the port starts down
+    /// (`no-interface`) and opens itself when the interface shows up. Every other error
+    /// (bad name, no privilege, not Ethernet) is returned as by `new`.
+    pub fn restore(name: &str, cfg: &KernelConfig) -> Result<KernelPort, KernelError> {
+        match KernelPort::new(name, cfg) {
+            Err(KernelError::NoSuchInterface(iface)) => {
+                let ctl = sys::ioctl_socket().map_err(|e| sys_err(&iface, "socket(AF_INET)", e))?;
+                let mut p = KernelPort::closed(name, cfg, ctl);
+                p.state = "no-interface";
+                p.next_open = Some(Instant::now());
+                p.last_disconnect_reason =
+                    Some(format!("interface {iface} not present at startup"));
+                tracing::warn!(port = name, iface = %iface, "kernel port restored without its interface; it opens when the interface appears");
+                Ok(p)
+            }
+            r => r,
+        }
+    }
+
+    /// A port with no socket yet (link down).
+    fn closed(name: &str, cfg: &KernelConfig, ctl: OwnedFd) -> KernelPort {
+        KernelPort {
             name: name.to_string(),
             cfg: cfg.clone(),
-            geo,
+            geo: Geometry::for_frame_size(cfg.frame_size),
             ctl,
-            open: Some(o),
+            open: None,
             running: false,
             mtu: 1500,
-            mac: Some(mac),
+            mac: None,
             next_check: None,
             next_open: None,
             backoff: BACKOFF_MIN,
@@ -165,17 +205,7 @@ impl KernelPort {
             connects: 0,
             disconnects: 0,
             last_disconnect_reason: None,
-        };
-        p.refresh(Instant::now());
-        tracing::info!(
-            port = name,
-            iface,
-            ifindex,
-            frame_size = cfg.frame_size,
-            up = p.running,
-            "kernel port open"
-        );
-        Ok(p)
+        }
     }
 
     fn set_running(&mut self, up: bool, why: &str) {

@@ -15,12 +15,16 @@
 //! validated (region, offset + length inside the region, length limits) before use.
 //!
 //! Hot path: no allocation, no locks; one eventfd write per transmit burst at most (only when
-//! the peer did not set MASK_INT). A peer counter out of range sets `violation`; the port then
+//! the peer did not set MASK_INT). Per burst the peer's counter is loaded once and the
+//! descriptor array is taken as one checked view ([`Ring::descs`]); an empty ring costs that one
+//! load. The common case has fast paths with the same checks and counters as the general ones:
+//! rx of a one-descriptor packet (no NEXT) skips the chain loop; tx of an unedited one-segment
+//! packet that fits one buffer is one copy and one descriptor write (no [`PktReader`]). A peer counter out of range sets `violation`; the port then
 //! disconnects from its control path.
-use crate::memif::ring::{check_desc, check_desc_mut, Ring};
+use crate::memif::ring::{check_desc, check_desc_mut, DescTable, Ring};
 use crate::memif::wire::{Desc, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
-use crate::port::{Drop, PktReader, PktRef, QueueStats, TxItem, MAX_FRAME, MAX_SEGS};
-use crate::shm::MmapRegion;
+use crate::port::{Drop, PktReader, PktRef, QueueStats, TxItem, VlanEdit, MAX_FRAME, MAX_SEGS};
+use crate::shm::{MmapRegion, Seg};
 use std::os::fd::OwnedFd;
 
 /// Largest single buffer a server-role queue accepts from a client descriptor.
@@ -149,6 +153,11 @@ impl RxQueue {
         } else {
             self.ring.load_head(r)
         };
+        if limit == self.cursor {
+            // Nothing new (the idle poll: one load of the peer's counter). Our cursor is never
+            // behind `released`, so the peer's counter equal to it is in range.
+            return 0;
+        }
         let Some(published) = self.ring.distance(self.released, limit) else {
             self.violation = Some("peer ring counter further than the ring size from ours");
             return 0;
@@ -167,8 +176,30 @@ impl RxQueue {
             self.violation = Some("peer ring counter moved backwards");
             return 0;
         }
+        let Some(descs) = self.ring.descs(r) else {
+            return 0;
+        };
+        // A single buffer longer than this is dropped (the chain path's frame limit).
+        let single_max = self.max_len.min(MAX_FRAME);
         let mut n = 0usize;
+        let mut bytes = 0u64;
+        let mut bad_descs = 0u64;
         while n < out.len() && avail > 0 {
+            let d = descs.get(self.cursor);
+            if !d.has_next() {
+                // Fast path: a one-descriptor packet (the common case).
+                self.cursor = self.cursor.wrapping_add(1);
+                avail -= 1;
+                match check_desc(&d, regions, single_max) {
+                    Some(seg) if d.length > 0 => {
+                        out[n].set_single(seg, q);
+                        bytes += u64::from(d.length);
+                        n += 1;
+                    }
+                    _ => bad_descs += 1,
+                }
+                continue;
+            }
             let start = self.cursor;
             let pkt = &mut out[n];
             pkt.clear();
@@ -179,7 +210,7 @@ impl RxQueue {
                 if used == avail {
                     break false;
                 }
-                let d = self.ring.read_desc(r, self.cursor.wrapping_add(used));
+                let d = descs.get(self.cursor.wrapping_add(used));
                 used += 1;
                 match check_desc(&d, regions, self.max_len) {
                     Some(seg) if !bad => {
@@ -205,12 +236,16 @@ impl RxQueue {
             self.cursor = start.wrapping_add(used);
             avail -= used;
             if bad || pkt.is_empty() || pkt.len() > MAX_FRAME || pkt.segs().len() > MAX_SEGS {
-                st.count_drop(Drop::BadDesc, 1);
+                bad_descs += 1;
                 continue;
             }
-            st.rx_packets += 1;
-            st.rx_bytes += u64::from(pkt.len());
+            bytes += u64::from(pkt.len());
             n += 1;
+        }
+        st.rx_packets += n as u64;
+        st.rx_bytes += bytes;
+        if bad_descs > 0 {
+            st.count_drop(Drop::BadDesc, bad_descs);
         }
         if n == 0 {
             // Only bad descriptors were consumed: the dataplane calls `release` only after a
@@ -298,8 +333,36 @@ impl TxQueue {
             st.count_drop(Drop::RingFull, items.len() as u64);
             return 0;
         };
+        let Some(descs) = self.ring.descs(r) else {
+            return 0;
+        };
         let mut sent = 0usize;
+        let mut bytes = 0u64;
         for (i, it) in items.iter().enumerate() {
+            // Fast path: an unedited one-segment packet into one buffer, one copy.
+            if let (VlanEdit::Keep, Some(src)) = (
+                it.edit,
+                pkts.get(usize::from(it.idx)).and_then(PktRef::single),
+            ) {
+                match self.put_single(descs, regions, src, room) {
+                    Ok(()) => {
+                        room -= 1;
+                        self.counter = self.counter.wrapping_add(1);
+                        bytes += u64::from(src.len());
+                        sent += 1;
+                        continue;
+                    }
+                    Err(None) => {} // needs a chain: the general path below
+                    Err(Some(why)) => {
+                        st.count_drop(why, 1);
+                        if self.violation.is_some() {
+                            st.count_drop(Drop::RingFull, (items.len() - i - 1) as u64);
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             let Some(mut rd) = PktReader::for_item(pkts, it, st) else {
                 continue;
             };
@@ -312,8 +375,7 @@ impl TxQueue {
                 Ok(u) => {
                     room -= u;
                     self.counter = self.counter.wrapping_add(u);
-                    st.tx_packets += 1;
-                    st.tx_bytes += u64::from(out_len);
+                    bytes += u64::from(out_len);
                     sent += 1;
                 }
                 Err(why) => {
@@ -325,6 +387,8 @@ impl TxQueue {
                 }
             }
         }
+        st.tx_packets += sent as u64;
+        st.tx_bytes += bytes;
         if sent > 0 {
             match self.own {
                 Some(_) => self.ring.store_head(r, self.counter),
@@ -337,6 +401,53 @@ impl TxQueue {
             }
         }
         sent
+    }
+
+    /// One-buffer fast path: copies `src` into the next slot's buffer (ours, or the client's
+    /// validated descriptor) and writes its descriptor. `Err(None)`: the packet needs a chain
+    /// (nothing written); `Err(Some(why))`: dropped.
+    #[inline]
+    fn put_single(
+        &mut self,
+        descs: DescTable,
+        regions: &[MmapRegion],
+        src: &Seg,
+        room: u16,
+    ) -> Result<(), Option<Drop>> {
+        if room == 0 {
+            return Err(Some(Drop::RingFull));
+        }
+        let len = src.len();
+        let (mut d, dst) = match self.own {
+            Some(bufs) => {
+                if len > bufs.size {
+                    return Err(None);
+                }
+                let d = bufs.desc(&self.ring, self.counter, len, 0);
+                let Some(dst) = check_desc_mut(&d, regions, bufs.size) else {
+                    return Err(Some(Drop::NoBuffer));
+                };
+                (d, dst)
+            }
+            None => {
+                // The client's descriptor: its length is the buffer's capacity.
+                let d = descs.get(self.counter);
+                let Some(dst) = check_desc_mut(&d, regions, MAX_PEER_BUFFER) else {
+                    self.violation = Some("descriptor from the client outside its regions");
+                    return Err(Some(Drop::BadDesc));
+                };
+                if d.length < len {
+                    // Too small for the packet: the general path chains buffers.
+                    return Err(None);
+                }
+                (d, dst)
+            }
+        };
+        d.length = len;
+        d.flags = 0;
+        dst.copy_from(0, src, 0, len as usize);
+        descs.put(self.counter, &d);
+        Ok(())
     }
 
     /// Client role: write into our own buffers, chaining with NEXT. Returns slots used.

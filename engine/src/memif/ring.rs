@@ -166,6 +166,18 @@ impl Ring {
         self.off + RING_DESC_OFF + DESC_SIZE * usize::from(counter & self.mask())
     }
 
+    /// The whole descriptor array as one checked view, taken once per burst; descriptors are
+    /// then read and written by slot through [`DescTable`] (one bounds check per access on a
+    /// view whose size is a multiple of the slot stride, instead of a region lookup each).
+    #[inline]
+    pub fn descs(&self, r: &MmapRegion) -> Option<DescTable> {
+        let seg = r.seg_mut(self.off + RING_DESC_OFF, DESC_SIZE << self.log2)?;
+        Some(DescTable {
+            seg,
+            mask: self.mask(),
+        })
+    }
+
     /// Copies the descriptor for `counter` out of shared memory.
     #[inline]
     pub fn read_desc(&self, r: &MmapRegion, counter: u16) -> Desc {
@@ -182,6 +194,32 @@ impl Ring {
         if let Some(s) = r.seg_mut(self.desc_off(counter), DESC_SIZE) {
             s.write(0, &d.to_bytes());
         }
+    }
+}
+
+/// The descriptor array of one ring (see [`Ring::descs`]); valid while its region is mapped,
+/// i.e. within one burst.
+#[derive(Clone, Copy)]
+pub struct DescTable {
+    seg: SegMut,
+    mask: u16,
+}
+
+impl DescTable {
+    /// Copies the descriptor for `counter` out of shared memory.
+    #[inline]
+    pub fn get(&self, counter: u16) -> Desc {
+        let off = DESC_SIZE * usize::from(counter & self.mask);
+        match self.seg.as_seg().read_array::<DESC_SIZE>(off) {
+            Some(b) => Desc::from_bytes(&b),
+            None => Desc::default(),
+        }
+    }
+    /// Writes the whole descriptor for `counter`.
+    #[inline]
+    pub fn put(&self, counter: u16, d: &Desc) {
+        let off = DESC_SIZE * usize::from(counter & self.mask);
+        self.seg.write(off, &d.to_bytes());
     }
 }
 
@@ -245,6 +283,13 @@ mod tests {
         ring.write_desc(&r, 9, &d); // slot 1
         assert_eq!(ring.read_desc(&r, 1), d);
         assert_eq!(ring.read_desc(&r, 0xFFF9), d, "0xFFF9 & 7 == 1");
+        // The per-burst table view reads and writes the same slots.
+        let t = ring.descs(&r).unwrap();
+        assert_eq!(t.get(0xFFF9), d);
+        let d2 = Desc { length: 61, ..d };
+        t.put(2, &d2);
+        assert_eq!(ring.read_desc(&r, 10), d2);
+        assert_eq!(t.get(7), ring.read_desc(&r, 7), "last slot");
     }
 
     /// Producer/consumer across the u16 wrap: head/tail start near 65535 and run past it.

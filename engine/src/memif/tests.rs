@@ -249,3 +249,62 @@ fn counters_wrap_past_u16() {
     assert_eq!(s.total.drop_ring_full + c.total.drop_ring_full, 0);
     assert!(server.link_up() && client.link_up());
 }
+
+/// One burst mixing the transmit fast path (unedited one-segment packets) with everything that
+/// takes the general path (VLAN edits, multi-segment sources, packets larger than one buffer,
+/// an index outside the burst), in both roles: bytes, order and counters as if every packet
+/// went the general way.
+#[test]
+fn fast_and_general_paths_mix_in_one_burst() {
+    use crate::port::{TxItem, VlanEdit};
+    use crate::shm::HeapBuf;
+    let name = format!("@uswitch-test-mix-{}", std::process::id());
+    let mut server = MemifPort::new("srv", &cfg(&name, MemifRole::Server, 1)).unwrap();
+    let mut client = MemifPort::new("cli", &cfg(&name, MemifRole::Client, 1)).unwrap();
+    bring_up(&mut server, &mut client);
+    let a = payload(64, 1);
+    let b = payload(3000, 2);
+    let mut heap = HeapBuf::new(a.len() + b.len());
+    heap.bytes_mut()[..64].copy_from_slice(&a);
+    heap.bytes_mut()[64..].copy_from_slice(&b);
+    let mut pkts = vec![PktRef::default(); 3];
+    assert!(pkts[0].push_seg(heap.seg(0, 64).unwrap()));
+    // pkts[1]: `a` again, in two segments (general path although unedited).
+    assert!(pkts[1].push_seg(heap.seg(0, 20).unwrap()));
+    assert!(pkts[1].push_seg(heap.seg(20, 44).unwrap()));
+    // pkts[2]: 3000 bytes in one segment: larger than a 2048-byte buffer, so it is chained.
+    assert!(pkts[2].push_seg(heap.seg(64, 3000).unwrap()));
+    let item = |idx: u16, edit| TxItem { idx, edit };
+    let items = [
+        item(0, VlanEdit::Keep),
+        item(0, VlanEdit::Push(0x0123)),
+        item(1, VlanEdit::Keep),
+        item(9, VlanEdit::Keep), // outside the burst: counted as no_buffer
+        item(2, VlanEdit::Keep),
+        item(0, VlanEdit::Keep),
+    ];
+    let mut pushed = a[..12].to_vec();
+    pushed.extend_from_slice(&[0x81, 0, 0x01, 0x23]);
+    pushed.extend_from_slice(&a[12..]);
+    let want = vec![a.clone(), pushed, a.clone(), b.clone(), a.clone()];
+    let wbytes: u64 = want.iter().map(|f| f.len() as u64).sum();
+    for c2s in [true, false] {
+        let (tx, rx) = if c2s {
+            (&mut client, &mut server)
+        } else {
+            (&mut server, &mut client)
+        };
+        assert_eq!(tx.tx_burst(0, &pkts, &items), 5);
+        assert_eq!(recv(rx, 0), want);
+        let st = tx.stats().total;
+        assert_eq!(
+            (st.tx_packets, st.tx_bytes, st.drop_no_buffer),
+            (5, wbytes, 1)
+        );
+        let st = rx.stats().total;
+        assert_eq!(
+            (st.rx_packets, st.rx_bytes, st.drop_bad_desc),
+            (5, wbytes, 0)
+        );
+    }
+}

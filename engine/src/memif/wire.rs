@@ -423,6 +423,7 @@ pub struct Desc {
 }
 
 impl Desc {
+    #[inline]
     pub fn from_bytes(b: &[u8; DESC_SIZE]) -> Desc {
         let r = Body(b);
         Desc {
@@ -433,6 +434,7 @@ impl Desc {
             metadata: r.u32(12),
         }
     }
+    #[inline]
     pub fn to_bytes(&self) -> [u8; DESC_SIZE] {
         let mut out = [0u8; DESC_SIZE];
         let mut w = BodyMut(&mut out);
