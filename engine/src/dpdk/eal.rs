@@ -40,11 +40,6 @@ pub fn ensure() -> Result<&'static Eal, DpdkError> {
     }
 }
 
-/// True once [`ensure`] succeeded.
-pub fn initialised() -> bool {
-    matches!(EAL.get(), Some(Ok(_)))
-}
-
 fn has_any(args: &[String], opts: &[&str]) -> bool {
     args.iter().any(|a| {
         opts.iter().any(|o| {
