@@ -107,5 +107,16 @@ if [ "${SKIP_DPDK:-0}" != 1 ]; then
   set -e
   summary
   if [ "$rc" != 0 ]; then echo "FAILED: dpdk end-to-end test (exit $rc)"; exit "$rc"; fi
+
+  # The DPDK uplink benchmark in its short mode without the kernel-port mode (≈ 30 s), so the
+  # script cannot rot; its numbers are not checked, only that the DPDK row was measured.
+  step "benchmark smoke: benches/dpdk-uplink.sh --short --no-kernel"
+  du_out=$(mktemp /tmp/uswitch-dpdk-uplink.XXXXXX.md)
+  if ! bash benches/dpdk-uplink.sh --short --no-kernel --out "$du_out"; then
+    echo "FAILED: benches/dpdk-uplink.sh --short"; exit 1
+  fi
+  grep -Eq '^\| udp-small \| ([1-9][0-9]*\.[0-9]+|0\.[0-9]*[1-9][0-9]*) Mpps' "$du_out" \
+    || { echo "FAILED: dpdk-uplink table lacks a measured DPDK udp-small rate"; cat "$du_out"; exit 1; }
+  rm -f "$du_out"
 fi
 echo "OK: all tests passed"
