@@ -239,8 +239,13 @@ switch_cycles() { # prints busy cycles per packet since switch_clear
             echo "$TP_SNAP $now" | awk 'NF == 4 && $4 > $2 {printf "%.1f", ($3 - $1) / ($4 - $2)}'
             ;;
         uswitch-*)
+            # busy cycles/packet without stalled iterations (preemption); the figure with them
+            # (as testpmd and OVS count) goes to the row's note via $WORK/stall.txt.
             "$BIN/uswitchctl" --control "$WORK/ctl.sock" --json stats --worker \
-                | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["busy_cycles_per_packet"], 1))'
+                | python3 -c 'import json,sys
+w=json.load(sys.stdin); print(round(w["busy_cycles_per_packet"], 1))
+if w.get("stalls"):
+    open(sys.argv[1], "w").write("%d stalls, %.1f cyc/pkt incl. stalls" % (w["stalls"], w.get("busy_cycles_per_packet_with_stalls", 0)))' "$WORK/stall.txt"
             ;;
         ovs)
             ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show \
@@ -340,6 +345,8 @@ print("%.3f %.3f %s" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if c 
         esac
     fi
     kill_case
+    if [ -s "$WORK/stall.txt" ]; then note="${note:+$note; }$(cat "$WORK/stall.txt")"; fi
+    rm -f "$WORK/stall.txt"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
         "${cycles:--}" "${rcyc:--}" "$note" >> "$RESULTS"
     echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
