@@ -22,6 +22,10 @@
 #   --out FILE    also write the Markdown table to FILE.
 #   --perf FILE   also `perf record` the uswitch worker thread during the window of the
 #                 uswitch-bridge / uswitch-bench reflector / burst 32 case; report to FILE.
+#   --perf-case RE  profile the uswitch case(s) matching RE instead (e.g. 'xconnect/bench/2p/b32').
+# A case whose reflector received nothing in the window (a dead loop: every injected frame
+# lost) is marked "DEAD" in its note, never reported as a figure. The table header names the
+# machine (CPU model, TSC MHz, CPUs) and the load average before and after the run.
 # Needs: release build (cargo build --release -p uswitch-engine -p uswitch-bench), dpdk-testpmd,
 # hugepages; OVS-DPDK (openvswitch-switch-dpdk) is optional (skipped with a note).
 # Everything it starts is killed by PID on exit; its hugepage files are removed.
@@ -32,6 +36,7 @@ WINDOW=8
 CASES='.*'
 OUT=''
 PERF_OUT=''
+PERF_CASE='^uswitch-bridge/bench/2p/b32$'
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) WARMUP=1; WINDOW=2 ;;
@@ -40,7 +45,8 @@ while [ $# -gt 0 ]; do
         --cases) CASES=$2; shift ;;
         --out) OUT=$2; shift ;;
         --perf) PERF_OUT=$2; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --perf-case) PERF_CASE=$2; shift ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -239,8 +245,13 @@ switch_cycles() { # prints busy cycles per packet since switch_clear
             echo "$TP_SNAP $now" | awk 'NF == 4 && $4 > $2 {printf "%.1f", ($3 - $1) / ($4 - $2)}'
             ;;
         uswitch-*)
+            # busy cycles/packet without stalled iterations (preemption); the figure with them
+            # (as testpmd and OVS count) goes to the row's note via $WORK/stall.txt.
             "$BIN/uswitchctl" --control "$WORK/ctl.sock" --json stats --worker \
-                | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["busy_cycles_per_packet"], 1))'
+                | python3 -c 'import json,sys
+w=json.load(sys.stdin); print(round(w["busy_cycles_per_packet"], 1))
+if w.get("stalls"):
+    open(sys.argv[1], "w").write("%d stalls, %.1f cyc/pkt incl. stalls" % (w["stalls"], w.get("busy_cycles_per_packet_with_stalls", 0)))' "$WORK/stall.txt"
             ;;
         ovs)
             ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show \
@@ -261,9 +272,9 @@ perf_worker() {
         sleep "$1"
         return
     fi
-    perf record -q -g -t "$tid" -o "$WORK/perf.data" -- sleep "$1" > /dev/null 2>&1
+    perf record -q -e cpu-clock -g -t "$tid" -o "$WORK/perf.data" -- sleep "$1" > /dev/null 2>&1
     {
-        echo "# perf record -g -t <uswitch-worker tid> during uswitch-bridge/bench/2 ports/burst 32"
+        echo "# perf record -e cpu-clock -g -t <uswitch-worker tid> during $2"
         perf report -i "$WORK/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
             | grep -v '^$' | head -150
     } > "$PERF_OUT"
@@ -321,17 +332,19 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     for _ in $(seq 1 150); do grep -q 'links up' "$WORK/rf.err" && break; sleep 0.1; done
                     sleep "$WARMUP"
                     switch_clear
-                    if [ -n "$PERF_OUT" ] && [ "$sw/$n/$burst" = uswitch-bridge/2/32 ]; then
-                        perf_worker "$WINDOW"
+                    if [ -n "$PERF_OUT" ] && [[ "$sw" = uswitch-* ]] && [[ "$name" =~ $PERF_CASE ]]; then
+                        perf_worker "$WINDOW" "$name"
                     else
                         sleep "$WINDOW"
                     fi
                     cycles=$(switch_cycles)
                     wait "$rpid" 2>/dev/null
                     if [ -s "$WORK/rf.json" ]; then
-                        read -r mpps agg rcyc < <(python3 -c 'import json,sys
+                        local reinj
+                        read -r mpps agg rcyc reinj < <(python3 -c 'import json,sys
 r=json.load(open(sys.argv[1])); c=r.get("busy_cycles_per_packet")
-print("%.3f %.3f %s" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if c else "-"))' "$WORK/rf.json")
+print("%.3f %.3f %s %d" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if c else "-", r.get("reinjections", 0)))' "$WORK/rf.json")
+                        [ "${reinj:-0}" != 0 ] && note="reflector re-injected $reinj times (loop died)"
                     else
                         note="reflector failed: $(tail -1 "$WORK/rf.err")"
                     fi
@@ -340,6 +353,12 @@ print("%.3f %.3f %s" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if c 
         esac
     fi
     kill_case
+    if [ -n "$mpps" ] && awk -v m="$mpps" 'BEGIN {exit !(m + 0 == 0)}'; then
+        note="DEAD: reflector received nothing in the window${note:+; $note}"
+        mpps='' agg='' cycles=''
+    fi
+    if [ -s "$WORK/stall.txt" ]; then note="${note:+$note; }$(cat "$WORK/stall.txt")"; fi
+    rm -f "$WORK/stall.txt"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
         "${cycles:--}" "${rcyc:--}" "$note" >> "$RESULTS"
     echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
@@ -475,7 +494,17 @@ if sys.argv[2]:
 PYEOF
 }
 
-echo "loopback.sh: warm-up ${WARMUP}s, window ${WINDOW}s; $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >&2
+# The machine, for the table header.
+tsc_mhz() {
+    local m
+    m=$(dmesg 2>/dev/null | grep -o 'tsc: Refined TSC clocksource calibration: [0-9.]* MHz' | tail -1 | awk '{print $(NF-1)}')
+    [ -z "$m" ] && m=$(dmesg 2>/dev/null | grep -o 'tsc: Detected [0-9.]* MHz' | tail -1 | awk '{print $(NF-1)}')
+    [ -z "$m" ] && m="$(grep -m1 'cpu MHz' /proc/cpuinfo | awk '{print $NF}') (cpu MHz)"
+    echo "$m"
+}
+MACHINE="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), TSC $(tsc_mhz) MHz, $(nproc) CPUs"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "loopback.sh: warm-up ${WARMUP}s, window ${WINDOW}s; machine: $MACHINE; load average $LOAD_BEFORE" >&2
 [ $HAVE_OVS = 1 ] || echo "loopback.sh: NOTE: OVS-DPDK not installed (apt-get install openvswitch-switch-dpdk); skipping it" >&2
 for burst in 32 256; do
     for rf in testpmd bench; do
@@ -497,10 +526,11 @@ for burst in 32 256; do
     for sw in testpmd uswitch-bridge uswitch-xconnect; do vhost_case "$sw" "$burst"; done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" <<'EOF'
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
+machine, load0, load1 = sys.argv[6], sys.argv[7], sys.argv[8]
 def num(s):
     try: return float(s)
     except ValueError: return None
@@ -508,7 +538,8 @@ base = {}
 for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     if sw == "testpmd" and n == "2":
         base[(rf, b)] = (num(mpps), num(agg), num(cyc))
-lines = [f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1.", "",
+lines = [f"Machine: {machine}; load average {load0} before, {load1} after.",
+         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1.", "",
          "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:

@@ -71,7 +71,8 @@ struct Args {
     /// window, read by a script, ends while traffic still flows).
     #[arg(long, value_name = "SECS", default_value_t = 0.0)]
     linger: f64,
-    /// reflect: packets injected on each link at start (like testpmd --tx-first) [default: burst].
+    /// reflect: packets injected on each link and queue at start (like testpmd --tx-first),
+    /// and again whenever nothing was received for 100 ms (the loop died) [default: 512].
     #[arg(long, value_name = "N")]
     inject: Option<usize>,
     /// Queue pairs per socket (tx/latency send on queue 0; rx and reflect use all). OVS-DPDK
@@ -172,7 +173,7 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
         duration: a.duration,
         warmup: a.warmup,
         linger: a.linger,
-        inject: a.inject.unwrap_or(a.burst),
+        inject: a.inject.unwrap_or(DEFAULT_INJECT),
         progress: std::io::stderr().is_terminal(),
         idle_sleep: Duration::from_micros(a.idle_sleep),
         ep: endpoint::EndpointOpts {
@@ -184,6 +185,10 @@ fn opts(a: &Args) -> Result<run::RunOpts, BenchError> {
         },
     })
 }
+
+/// reflect: packets injected per link and queue unless `--inject` says otherwise. Enough to keep
+/// several bursts of 32 in flight, fewer than a 1024-slot ring.
+const DEFAULT_INJECT: usize = 512;
 
 fn main() -> ExitCode {
     let a = Args::parse();

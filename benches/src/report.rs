@@ -69,6 +69,8 @@ pub struct Report {
     /// figure; polls that moved nothing are not counted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_cycles_per_packet: Option<f64>,
+    /// reflect: times the loop had died (nothing received for 100 ms) and was injected again.
+    pub reinjections: u64,
 }
 
 /// Per-link counters at one instant.
@@ -170,6 +172,12 @@ impl Report {
         );
         if let Some(c) = self.busy_cycles_per_packet {
             s += &format!("  reflector busy cycles/packet: {c:.1}\n");
+        }
+        if self.reinjections > 0 {
+            s += &format!(
+                "  reflector: the loop died {} times (nothing received for 100 ms) and was re-injected\n",
+                self.reinjections
+            );
         }
         if let Some(l) = &self.latency {
             s += &format!("  {}\n", l.line());

@@ -160,6 +160,31 @@ fn receive_all(
     got
 }
 
+/// reflect: seconds without any packet received before injecting again.
+const REINJECT_AFTER: f64 = 0.1;
+
+/// reflect: sends `--inject` packets on every link and queue (like testpmd `--tx-first`).
+fn inject(ep: &mut Endpoint, o: &RunOpts, nl: usize, nq: usize) {
+    if o.inject == 0 {
+        return;
+    }
+    for (li, qi) in (0..nl).flat_map(|l| (0..nq).map(move |q| (l, q))) {
+        let mut s = Sender {
+            link: li,
+            queue: qi,
+            templates: {
+                let flows = Flows::with_dst(li as u8, o.flows, o.dst_mac);
+                (0..flows.len())
+                    .map(|f| packet::build(flows.get(f), o.size))
+                    .collect()
+            },
+            seq: 0,
+            quota: None,
+        };
+        s.send(ep, o.inject, 0);
+    }
+}
+
 /// Connects, runs the mode, and returns the report (also when a link went down mid-run: the
 /// report says which and why).
 pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
@@ -217,23 +242,14 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
     let paced = o.rate > 0 && !tx_links.is_empty();
 
     let start = Instant::now();
-    if o.mode == Mode::Reflect && o.inject > 0 {
-        for (li, qi) in (0..nl).flat_map(|l| (0..nq).map(move |q| (l, q))) {
-            let mut s = Sender {
-                link: li,
-                queue: qi,
-                templates: {
-                    let flows = Flows::with_dst(li as u8, o.flows, o.dst_mac);
-                    (0..flows.len())
-                        .map(|f| packet::build(flows.get(f), o.size))
-                        .collect()
-                },
-                seq: 0,
-                quota: None,
-            };
-            s.send(&mut ep, o.inject, 0);
-        }
+    if o.mode == Mode::Reflect {
+        inject(&mut ep, o, nl, nq);
     }
+    // reflect: a loop whose rx count stands still for REINJECT_AFTER (every packet lost, e.g.
+    // dropped by a starved switch) is restarted by injecting again.
+    let mut last_rx = 0u64;
+    let mut still_since: Option<f64> = None;
+    let mut reinjections = 0u64;
 
     let mut seq = SeqCheck::default();
     let mut lat = Latency::new();
@@ -317,6 +333,17 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         ep.poll_control();
         if ep.links.iter().all(|l| !l.is_up()) {
             break t;
+        }
+        if o.mode == Mode::Reflect && o.inject > 0 {
+            let rx: u64 = ep.links.iter().map(|l| l.st.rx_packets).sum();
+            if rx != last_rx {
+                last_rx = rx;
+                still_since = None;
+            } else if t - *still_since.get_or_insert(t) >= REINJECT_AFTER {
+                inject(&mut ep, o, nl, nq);
+                reinjections += 1;
+                still_since = None;
+            }
         }
         if t >= next_progress {
             next_progress += 1.0;
@@ -429,6 +456,7 @@ pub fn run(o: &RunOpts) -> Result<Report, BenchError> {
         out_of_order: f.ooo - base_ooo,
         bad_desc: bad,
         latency: f.lat,
+        reinjections,
         busy_cycles_per_packet: {
             let (busy, moved) = if measuring {
                 (f.cyc.busy - cyc_base.busy, f.cyc.moved - cyc_base.moved)

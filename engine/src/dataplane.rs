@@ -11,7 +11,11 @@
 //!   iteration on the job channel (an idle switch costs almost no CPU, jobs still run at once).
 //! - Cycle accounting like OVS `pmd-stats-show`: the TSC is read once per iteration; an
 //!   iteration that received packets adds its cycles to `busy_cycles`, others (including
-//!   control ticks and idle waits) to `idle_cycles`.
+//!   control ticks and idle waits) to `idle_cycles`. An iteration longer than the stall limit
+//!   (50 µs plus 1 µs per packet moved: far above any real burst, far below a scheduler time
+//!   slice) was preempted or saw a time jump: its cycles go to `stall_cycles` instead (and its
+//!   packets to `stall_packets`), so `busy_cycles_per_packet` is the cost of the work itself;
+//!   `busy_cycles_per_packet_with_stalls` keeps them in, as testpmd and OVS count.
 //! - Dropping the handle (or [`Dataplane::stop`]) stops the worker and joins it; the ports are
 //!   dropped inside the worker. If the worker is gone every call returns [`DpError::Stopped`].
 //! - A panicking control job is caught and logged (its caller gets `Stopped`); a panic in the
@@ -55,28 +59,60 @@ struct Worker {
     idle_cycles: u64,
     iterations: u64,
     packets: u64,
+    stalls: u64,
+    stall_cycles: u64,
+    /// Stalled cycles of iterations that moved packets.
+    stall_busy_cycles: u64,
+    stall_packets: u64,
     stop: bool,
 }
 
 impl Worker {
+    /// Accounts one iteration of `dt` cycles that moved `moved` packets.
+    #[inline]
+    fn account(&mut self, dt: u64, moved: u64, limit: &StallLimit) {
+        self.iterations += 1;
+        self.packets += moved;
+        if dt > limit.base + moved * limit.per_packet {
+            self.stalls += 1;
+            self.stall_cycles += dt;
+            if moved > 0 {
+                self.stall_busy_cycles += dt;
+                self.stall_packets += moved;
+            }
+        } else if moved > 0 {
+            self.busy_cycles += dt;
+        } else {
+            self.idle_cycles += dt;
+        }
+    }
+
     fn stats(&mut self, clear: bool) -> WorkerStats {
+        let per = |c: u64, p: u64| if p == 0 { 0.0 } else { c as f64 / p as f64 };
         let s = WorkerStats {
             core: self.core,
             busy_cycles: self.busy_cycles,
             idle_cycles: self.idle_cycles,
             iterations: self.iterations,
             packets: self.packets,
-            busy_cycles_per_packet: if self.packets == 0 {
-                0.0
-            } else {
-                self.busy_cycles as f64 / self.packets as f64
-            },
+            busy_cycles_per_packet: per(self.busy_cycles, self.packets - self.stall_packets),
+            stalls: self.stalls,
+            stall_cycles: self.stall_cycles,
+            stall_packets: self.stall_packets,
+            busy_cycles_per_packet_with_stalls: per(
+                self.busy_cycles + self.stall_busy_cycles,
+                self.packets,
+            ),
         };
         if clear {
             self.busy_cycles = 0;
             self.idle_cycles = 0;
             self.iterations = 0;
             self.packets = 0;
+            self.stalls = 0;
+            self.stall_cycles = 0;
+            self.stall_busy_cycles = 0;
+            self.stall_packets = 0;
         }
         s
     }
@@ -123,6 +159,21 @@ fn tsc_per_ms() -> u64 {
     ((u128::from(c1.wrapping_sub(c0)) * 1_000_000 / ns) as u64).max(1)
 }
 
+/// Longest iteration not counted as a stall: `base + packets * per_packet` cycles.
+struct StallLimit {
+    base: u64,
+    per_packet: u64,
+}
+
+impl StallLimit {
+    fn new(tsc_per_ms: u64) -> StallLimit {
+        StallLimit {
+            base: tsc_per_ms / 20,
+            per_packet: (tsc_per_ms / 1000).max(1),
+        }
+    }
+}
+
 /// Runs one control job. A job that panics (a port's `stats` or `info`, say) is logged and its
 /// caller sees [`DpError::Stopped`] (the reply channel is dropped); the worker and every other
 /// port carry on.
@@ -139,19 +190,14 @@ fn run(jobs: Receiver<Job>, mut w: Worker) {
     let start = Instant::now();
     let mut prev = tsc();
     let mut next_tick = prev;
+    let limit = StallLimit::new(per_ms);
     tracing::info!(core = ?w.core, tsc_per_ms = per_ms, "dataplane worker running");
     loop {
         let moved = w.sw.poll();
         let t = tsc();
         let dt = t.wrapping_sub(prev);
         prev = t;
-        w.iterations += 1;
-        if moved > 0 {
-            w.busy_cycles += dt;
-            w.packets += moved as u64;
-        } else {
-            w.idle_cycles += dt;
-        }
+        w.account(dt, moved as u64, &limit);
         // Wrapping comparison: has `t` reached `next_tick`?
         if (t.wrapping_sub(next_tick) as i64) < 0 {
             continue;
@@ -185,6 +231,7 @@ fn run(jobs: Receiver<Job>, mut w: Worker) {
                 break;
             }
         }
+        // Control work and idle waits count as idle.
         let t2 = tsc();
         w.idle_cycles += t2.wrapping_sub(prev);
         prev = t2;
@@ -214,6 +261,10 @@ impl Dataplane {
                     idle_cycles: 0,
                     iterations: 0,
                     packets: 0,
+                    stalls: 0,
+                    stall_cycles: 0,
+                    stall_busy_cycles: 0,
+                    stall_packets: 0,
                     stop: false,
                 };
                 run(jobs_rx, w);

@@ -338,3 +338,40 @@ fn memif_ports_through_the_worker() {
         "{ws:?}"
     );
 }
+
+/// Stall accounting: an iteration longer than the limit goes to stall cycles (not busy or
+/// idle) with its packets; cycles per packet are computed with and without stalls.
+#[test]
+fn stalled_iterations_are_kept_out_of_busy_cycles() {
+    let limit = StallLimit::new(2_000_000); // 2 GHz: base 100k cycles, 2000 per packet
+    let mut w = Worker {
+        sw: Switch::new(),
+        core: None,
+        busy_cycles: 0,
+        idle_cycles: 0,
+        iterations: 0,
+        packets: 0,
+        stalls: 0,
+        stall_cycles: 0,
+        stall_busy_cycles: 0,
+        stall_packets: 0,
+        stop: false,
+    };
+    w.account(3_200, 32, &limit); // 100 cycles/packet
+    w.account(500, 0, &limit); // idle poll
+    w.account(100_000 + 32 * 2_000, 32, &limit); // exactly at the limit: still busy
+    w.account(5_000_000, 32, &limit); // preempted for 2.5 ms while moving 32
+    w.account(400_000, 0, &limit); // preempted while idle
+    let s = w.stats(true);
+    assert_eq!((s.iterations, s.packets, s.stalls), (5, 96, 2));
+    assert_eq!(s.busy_cycles, 3_200 + 164_000);
+    assert_eq!(
+        (s.idle_cycles, s.stall_cycles, s.stall_packets),
+        (500, 5_400_000, 32)
+    );
+    assert!((s.busy_cycles_per_packet - 167_200.0 / 64.0).abs() < 1e-9);
+    assert!((s.busy_cycles_per_packet_with_stalls - 5_167_200.0 / 96.0).abs() < 1e-9);
+    let s = w.stats(false);
+    assert_eq!((s.stalls, s.stall_cycles, s.packets), (0, 0, 0), "cleared");
+    assert_eq!(s.busy_cycles_per_packet, 0.0);
+}

@@ -11,7 +11,8 @@
 //!   control work (`poll_control`, adds, removes) only happens in [`Switch::control_tick`] and
 //!   the control operations, never in between (the port contract in `port.rs`).
 //! - [`Switch::poll`] does not allocate, lock, or read the clock; time (`now_ms`) advances in
-//!   [`Switch::control_tick`]. Link state is sampled there too: a port that went down gets no
+//!   [`Switch::control_tick`]. It visits a prebuilt list of the up ports' rx queues (rebuilt on
+//!   the control path when ports, links, xconnects or queue counts change). Link state is sampled there too: a port that went down gets no
 //!   traffic and its MAC entries are flushed.
 //!
 //! Not here: threads, channels, cycle accounting (`dataplane.rs`); forwarding decisions
@@ -61,8 +62,20 @@ struct PortSlot {
     rxq: usize,
 }
 
+/// One rx queue the poll loop visits, with where its traffic goes.
+#[derive(Clone, Copy)]
+struct RxEntry {
+    slot: u16,
+    q: u16,
+    link: Link,
+}
+
 pub struct Switch {
     slots: Vec<Option<PortSlot>>,
+    /// The rx queues of ports that were up at the last control tick, in slot order: what
+    /// [`Switch::poll`] visits. Rebuilt (control path) whenever a port, link, xconnect or
+    /// queue count changes, so an idle or down port costs the poll loop nothing.
+    active: Vec<RxEntry>,
     bridges: Vec<Option<Bridge>>,
     /// Receive burst array (MAX_BURST entries, `burst` used).
     pkts: Box<[PktRef]>,
@@ -80,6 +93,7 @@ impl Switch {
     pub fn new() -> Switch {
         Switch {
             slots: Vec::new(),
+            active: Vec::new(),
             bridges: Vec::new(),
             pkts: vec![PktRef::default(); MAX_BURST].into_boxed_slice(),
             burst: DEFAULT_BURST,
@@ -97,6 +111,21 @@ impl Switch {
     /// The millisecond tick of the last control tick.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// Rebuilds the poll list from the slots. Control path.
+    fn rebuild_active(&mut self) {
+        self.active.clear();
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            for q in 0..s.rxq {
+                self.active.push(RxEntry {
+                    slot: i as u16,
+                    q: q as u16,
+                    link: s.link,
+                });
+            }
+        }
     }
 
     fn slot_of(&self, name: &str) -> Option<usize> {
@@ -191,6 +220,7 @@ impl Switch {
             up,
             rxq,
         });
+        self.rebuild_active();
         Ok(())
     }
 
@@ -221,6 +251,7 @@ impl Switch {
             }
         }
         tracing::debug!(port = %name, slot = i, "port removed from dataplane");
+        self.rebuild_active();
         drop(s);
         Ok(())
     }
@@ -257,6 +288,7 @@ impl Switch {
         if let Some(s) = self.slots[ib].as_mut() {
             s.link = Link::Xconnect { peer: ia as u16 };
         }
+        self.rebuild_active();
         Ok(())
     }
 
@@ -271,6 +303,7 @@ impl Switch {
                 s.link = Link::None;
             }
         }
+        self.rebuild_active();
         Ok(())
     }
 
@@ -366,10 +399,13 @@ impl Switch {
     pub fn control_tick(&mut self, now: Instant, now_ms: u64) -> bool {
         self.now_ms = now_ms;
         let mut any_up = false;
+        let mut changed = false;
         for s in self.slots.iter_mut().flatten() {
             s.port.poll_control(now);
             let up = s.port.link_up();
-            s.rxq = if up { s.port.rx_queues() } else { 0 };
+            let rxq = if up { s.port.rx_queues() } else { 0 };
+            changed |= rxq != s.rxq;
+            s.rxq = rxq;
             if up != s.up {
                 tracing::info!(port = %s.name, up, "link state changed");
                 s.up = up;
@@ -380,6 +416,9 @@ impl Switch {
                 }
             }
             any_up |= up;
+        }
+        if changed {
+            self.rebuild_active();
         }
         for b in self.bridges.iter_mut().flatten() {
             // A full pass over the table about every half second.
@@ -394,53 +433,49 @@ impl Switch {
         let mut total = 0;
         let burst = self.burst;
         let now = self.now_ms;
-        for i in 0..self.slots.len() {
-            let (rxq, link) = match &self.slots[i] {
-                Some(s) if s.rxq > 0 => (s.rxq, s.link),
-                _ => continue,
+        for e in 0..self.active.len() {
+            let RxEntry { slot, q, link } = self.active[e];
+            let (i, q) = (usize::from(slot), usize::from(q));
+            let n = match self.slots[i].as_mut() {
+                Some(s) => s.port.rx_burst(q, &mut self.pkts[..burst]),
+                None => 0,
             };
-            for q in 0..rxq {
-                let n = match self.slots[i].as_mut() {
-                    Some(s) => s.port.rx_burst(q, &mut self.pkts[..burst]),
-                    None => 0,
-                };
-                if n == 0 {
-                    continue;
-                }
-                let n = n.min(burst);
-                total += n;
-                let pkts = &self.pkts[..n];
-                let no_route = match link {
-                    Link::Xconnect { peer } => match self.slots.get_mut(usize::from(peer)) {
-                        Some(Some(p)) if p.up => {
-                            p.port.tx_burst(q, pkts, &XC_ITEMS[..n]);
-                            0
+            if n == 0 {
+                continue;
+            }
+            let n = n.min(burst);
+            total += n;
+            let pkts = &self.pkts[..n];
+            let no_route = match link {
+                Link::Xconnect { peer } => match self.slots.get_mut(usize::from(peer)) {
+                    Some(Some(p)) if p.up => {
+                        p.port.tx_burst(q, pkts, &XC_ITEMS[..n]);
+                        0
+                    }
+                    _ => n as u32,
+                },
+                Link::Bridge { bridge, member } => {
+                    match self.bridges.get_mut(usize::from(bridge)) {
+                        Some(Some(br)) => {
+                            let nr = br.forward(member, pkts, now);
+                            let slots = &mut self.slots;
+                            br.drain(|slot, items| {
+                                if let Some(Some(p)) = slots.get_mut(usize::from(slot)) {
+                                    p.port.tx_burst(q, pkts, items);
+                                }
+                            });
+                            nr
                         }
                         _ => n as u32,
-                    },
-                    Link::Bridge { bridge, member } => {
-                        match self.bridges.get_mut(usize::from(bridge)) {
-                            Some(Some(br)) => {
-                                let nr = br.forward(member, pkts, now);
-                                let slots = &mut self.slots;
-                                br.drain(|slot, items| {
-                                    if let Some(Some(p)) = slots.get_mut(usize::from(slot)) {
-                                        p.port.tx_burst(q, pkts, items);
-                                    }
-                                });
-                                nr
-                            }
-                            _ => n as u32,
-                        }
                     }
-                    Link::None => n as u32,
-                };
-                if let Some(s) = self.slots[i].as_mut() {
-                    if no_route > 0 {
-                        s.port.count_no_route(q, u64::from(no_route));
-                    }
-                    s.port.rx_release(q);
                 }
+                Link::None => n as u32,
+            };
+            if let Some(s) = self.slots[i].as_mut() {
+                if no_route > 0 {
+                    s.port.count_no_route(q, u64::from(no_route));
+                }
+                s.port.rx_release(q);
             }
         }
         total

@@ -158,7 +158,21 @@ pub struct WorkerStats {
     pub iterations: u64,
     /// Packets received and forwarded (or dropped) by the worker.
     pub packets: u64,
+    /// busy_cycles / (packets - stall_packets): cycles per packet without stalls.
     pub busy_cycles_per_packet: f64,
+    /// Iterations longer than the stall limit (preemption, a time jump): their cycles are in
+    /// `stall_cycles`, not in busy or idle cycles.
+    #[serde(default)]
+    pub stalls: u64,
+    #[serde(default)]
+    pub stall_cycles: u64,
+    /// Packets moved in stalled iterations (included in `packets`).
+    #[serde(default)]
+    pub stall_packets: u64,
+    /// (busy cycles + stalled iterations that moved packets) / packets: the figure with
+    /// preemption left in, as testpmd and OVS count it.
+    #[serde(default)]
+    pub busy_cycles_per_packet_with_stalls: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

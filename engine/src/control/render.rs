@@ -228,8 +228,16 @@ pub fn worker(w: &WorkerStats) -> String {
         .core
         .map_or_else(|| "not pinned".to_string(), |c| c.to_string());
     format!(
-        "core:               {core}\niterations:         {}\npackets:            {}\nbusy cycles:        {} ({busy_pct:.1}% of loop cycles)\nidle cycles:        {}\nbusy cycles/packet: {:.1}\n",
-        w.iterations, w.packets, w.busy_cycles, w.idle_cycles, w.busy_cycles_per_packet
+        "core:               {core}\niterations:         {}\npackets:            {}\nbusy cycles:        {} ({busy_pct:.1}% of loop cycles)\nidle cycles:        {}\nbusy cycles/packet: {:.1}\nstalls:             {} ({} cycles, {} packets)\ncycles/packet incl. stalls: {:.1}\n",
+        w.iterations,
+        w.packets,
+        w.busy_cycles,
+        w.idle_cycles,
+        w.busy_cycles_per_packet,
+        w.stalls,
+        w.stall_cycles,
+        w.stall_packets,
+        w.busy_cycles_per_packet_with_stalls
     )
 }
 

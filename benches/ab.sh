@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A/B comparison of two uswitchd binaries on one loopback case, for a noisy machine.
+#
+# Runs `benches/loopback.sh --cases CASE` alternately with OLD and NEW (A B A B ...), ROUNDS
+# times each, and prints every run plus the median Mpps/dir and switch busy cycles/packet per
+# binary and the ratio NEW/OLD. Alternating back to back spreads the machine's load changes over
+# both; medians ignore the odd disturbed run. uswitchctl and uswitch-bench come from the
+# release build of this checkout (USWITCH_BIN, default target/release) for both sides.
+#
+# Usage: benches/ab.sh [--rounds N] [--case REGEX] [--window S] [--warmup S] OLD_USWITCHD NEW_USWITCHD
+#   --rounds N    runs per binary (default 5)
+#   --case RE     loopback case (default '^uswitch-bridge/bench/2p/b32$')
+#   --window S / --warmup S   passed to loopback.sh (default 3 / 1)
+# Example: cp target/release/uswitchd /tmp/uswitchd.old; (change, rebuild);
+#          benches/ab.sh /tmp/uswitchd.old target/release/uswitchd
+set -u -o pipefail
+
+ROUNDS=5
+CASE='^uswitch-bridge/bench/2p/b32$'
+WINDOW=3
+WARMUP=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift ;;
+        --case) CASE=$2; shift ;;
+        --window) WINDOW=$2; shift ;;
+        --warmup) WARMUP=$2; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -*) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+    shift
+done
+if [ $# -ne 2 ]; then
+    echo "usage: benches/ab.sh [--rounds N] [--case RE] [--window S] [--warmup S] OLD_USWITCHD NEW_USWITCHD" >&2
+    exit 2
+fi
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${USWITCH_BIN:-$ROOT/target/release}
+for f in "$1" "$2" "$BIN/uswitchctl" "$BIN/uswitch-bench"; do
+    [ -x "$f" ] || { echo "ab.sh: $f is not an executable" >&2; exit 2; }
+done
+case $ROUNDS in ''|*[!0-9]*|0) echo "ab.sh: --rounds wants a positive number" >&2; exit 2 ;; esac
+
+WORK=$(mktemp -d /tmp/uswitch-ab.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+for side in old new; do
+    mkdir -p "$WORK/$side"
+    bin=$1; [ $side = new ] && bin=$2
+    ln -s "$(readlink -f "$bin")" "$WORK/$side/uswitchd"
+    ln -s "$BIN/uswitchctl" "$WORK/$side/uswitchctl"
+    ln -s "$BIN/uswitch-bench" "$WORK/$side/uswitch-bench"
+done
+
+: > "$WORK/runs.tsv"
+for r in $(seq 1 "$ROUNDS"); do
+    for side in old new; do
+        out=$WORK/$side.$r.md
+        USWITCH_BIN=$WORK/$side "$ROOT/benches/loopback.sh" --cases "$CASE" --window "$WINDOW" \
+            --warmup "$WARMUP" --out "$out" > /dev/null 2> "$WORK/$side.$r.err"
+        # Table row: | switch | reflector | ports | burst | Mpps/dir | aggregate | cycles/pkt | ...
+        row=$(grep -m1 '^| uswitch' "$out" 2>/dev/null || true)
+        mpps=$(echo "$row" | awk -F'|' '{gsub(/ /,"",$6); print $6}')
+        cyc=$(echo "$row" | awk -F'|' '{gsub(/ /,"",$8); print $8}')
+        note=$(echo "$row" | awk -F'|' '{gsub(/^ +| +$/,"",$12); print $12}')
+        printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$side" "${mpps:--}" "${cyc:--}" "$note" | tee -a "$WORK/runs.tsv" >&2
+    done
+done
+
+python3 - "$WORK/runs.tsv" "$CASE" "$(cat /proc/loadavg)" <<'EOF'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+def num(s):
+    try: return float(s)
+    except ValueError: return None
+med = {}
+for side in ("old", "new"):
+    m = [num(r[2]) for r in rows if r[1] == side and num(r[2])]
+    c = [num(r[3]) for r in rows if r[1] == side and num(r[3])]
+    med[side] = (statistics.median(m) if m else None, statistics.median(c) if c else None, len(m))
+print(f"case {sys.argv[2]}; load average at the end: {sys.argv[3]}")
+print("| binary | runs | median Mpps/dir | median busy cycles/pkt |")
+print("|---|---:|---:|---:|")
+for side in ("old", "new"):
+    m, c, n = med[side]
+    print(f"| {side} | {n} | {m if m is not None else '-'} | {c if c is not None else '-'} |")
+(om, oc, _), (nm, nc, _) = med["old"], med["new"]
+if om and nm and oc and nc:
+    print(f"new/old: Mpps {nm / om:.2f}x, cycles/pkt {nc / oc:.2f}x")
+EOF
