@@ -80,6 +80,15 @@ if [ "${SKIP_LOOPBACK:-0}" != 1 ]; then
   grep -Eq '^\| uswitch-(bridge|xconnect) \| vhost-user \| [0-9]+ \| [0-9]' "$lb_out" \
     || { echo "FAILED: loopback table lacks measured uswitch vhost-user rows"; cat "$lb_out"; exit 1; }
   rm -f "$lb_out"
+  # The kernel-port benchmark (issue 8) in its short mode (3 s per case, ≈ 40 s).
+  step "benchmark smoke: benches/kernel-port.sh --short"
+  kp_out=$(mktemp /tmp/uswitch-kernel-port.XXXXXX.md)
+  if ! bash benches/kernel-port.sh --short --out "$kp_out"; then
+    echo "FAILED: benches/kernel-port.sh --short"; exit 1
+  fi
+  grep -Eq '^\| udp-small \| [0-9.]+ Mpps' "$kp_out" \
+    || { echo "FAILED: kernel-port table lacks a measured uswitch udp-small rate"; cat "$kp_out"; exit 1; }
+  rm -f "$kp_out"
 fi
 
 # DPDK ports (cargo feature `dpdk`, off by default): only the engine and the tests crate are
