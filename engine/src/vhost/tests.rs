@@ -349,6 +349,27 @@ fn traffic_and_hostile_chains() {
     );
     assert_eq!(port.stats().total.drop_ring_full, 1);
 
+    // A jumbo frame whose second receive chain is read-only (hostile): the packet is dropped
+    // as a bad descriptor and both chains go back to the guest with length 0.
+    let bad0 = port.stats().total.drop_bad_desc;
+    g.desc(0, 4, buf_gpa(14), 2048, 2, 0);
+    g.desc(0, 5, buf_gpa(15), 2048, 0, 0);
+    g.avail(0, 4, &[4, 5]);
+    assert_eq!(
+        port.tx_burst(
+            0,
+            &out[..1],
+            &[TxItem {
+                idx: 0,
+                edit: VlanEdit::Keep
+            }]
+        ),
+        0
+    );
+    assert_eq!(port.stats().total.drop_bad_desc, bad0 + 1);
+    assert_eq!(g.used_idx(0), 6);
+    assert_eq!((g.used_elem(0, 4), g.used_elem(0, 5)), ((4, 0), (5, 0)));
+
     // A burst of only bad chains returns nothing, yet the chains go back to the guest at once
     // (the dataplane does not call rx_release after an empty burst).
     let u0 = g.used_idx(1);

@@ -489,14 +489,17 @@ impl VirtQueue {
     }
 
     /// Places one packet in as many receive chains as it needs (one without MRG_RXBUF).
+    ///
+    /// Each chain's used entry is written as soon as the chain is filled, into the used-ring
+    /// slots after `used_idx`: the guest reads no slot at or past `used.idx`, so they become
+    /// visible only when `publish_used` stores the new index. A packet that does not fit
+    /// (`TooBig`) leaves `used_idx`/`last_avail` untouched, so its slots are simply reused.
     fn put_packet(&mut self, rd: &mut PktReader<'_>, left: &mut u16) -> Put {
-        let mut chains = [(0u16, 0u32); MAX_SEGS];
-        let mut nch = 0usize;
+        let mut nch = 0u16;
         let mut cursor = self.last_avail;
         let mut room = *left;
         let mut hdr = SegMut::EMPTY;
         let hdr_len = self.hdr_len;
-        let mem = &*self.mem;
         loop {
             if room == 0 {
                 return Put::NoRoom;
@@ -506,6 +509,7 @@ impl VirtQueue {
             room -= 1;
             let mut wrote = 0u32;
             let mut have_hdr = nch > 0;
+            let mem = &*self.mem;
             let ok = self.walk(head, |d| {
                 if d.flags & DESC_F_WRITE == 0 {
                     return false;
@@ -529,14 +533,21 @@ impl VirtQueue {
                 wrote += off as u32;
                 true
             });
-            chains[nch] = (head, if ok { wrote } else { 0 });
+            self.write_used(
+                self.used_idx.wrapping_add(nch),
+                head,
+                if ok { wrote } else { 0 },
+            );
             nch += 1;
             if !ok {
-                // Consume every chain touched (length 0) so the ring keeps moving.
-                for &(h, _) in &chains[..nch] {
-                    self.write_used(self.used_idx, h, 0);
-                    self.used_idx = self.used_idx.wrapping_add(1);
+                // Consume every chain touched (length 0) so the ring keeps moving. The heads
+                // of the earlier chains are read again from the avail ring (a guest that
+                // rewrote them meanwhile only gets its own ids back).
+                for i in 0..nch - 1 {
+                    let h = self.avail_entry(self.last_avail.wrapping_add(i));
+                    self.write_used(self.used_idx.wrapping_add(i), h, 0);
                 }
+                self.used_idx = self.used_idx.wrapping_add(nch);
                 self.last_avail = cursor;
                 *left = room;
                 return Put::Bad;
@@ -544,17 +555,14 @@ impl VirtQueue {
             if rd.done() {
                 break;
             }
-            if !self.mrg || nch == MAX_SEGS {
+            if !self.mrg || usize::from(nch) == MAX_SEGS {
                 return Put::TooBig;
             }
         }
         if hdr_len == 12 {
-            hdr.write(10, &(nch as u16).to_le_bytes());
+            hdr.write(10, &nch.to_le_bytes());
         }
-        for &(h, len) in &chains[..nch] {
-            self.write_used(self.used_idx, h, len);
-            self.used_idx = self.used_idx.wrapping_add(1);
-        }
+        self.used_idx = self.used_idx.wrapping_add(nch);
         self.last_avail = cursor;
         *left = room;
         Put::Sent
