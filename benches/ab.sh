@@ -3,7 +3,9 @@
 #
 # Runs `benches/loopback.sh --cases CASE` alternately with OLD and NEW (A B A B ...), ROUNDS
 # times each, and prints every run plus the median Mpps/dir and switch busy cycles/packet per
-# binary and the ratio NEW/OLD. Alternating back to back spreads the machine's load changes over
+# binary and the ratio NEW/OLD. Cycles are compared "incl. stalls" (preempted iterations left
+# in) so that a binary without stall accounting compares fairly; the stall-free median is shown
+# too. Alternating back to back spreads the machine's load changes over
 # both; medians ignore the odd disturbed run. uswitchctl and uswitch-bench come from the
 # release build of this checkout (USWITCH_BIN, default target/release) for both sides.
 #
@@ -25,7 +27,7 @@ while [ $# -gt 0 ]; do
         --case) CASE=$2; shift ;;
         --window) WINDOW=$2; shift ;;
         --warmup) WARMUP=$2; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         -*) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
@@ -73,18 +75,29 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 def num(s):
     try: return float(s)
     except ValueError: return None
+import re
+def incl(r):
+    # A binary with stall accounting notes "..., C cyc/pkt incl. stalls"; one without it
+    # reports stalls inside its busy cycles already.
+    m = re.search(r"([0-9.]+) cyc/pkt incl. stalls", r[4] if len(r) > 4 else "")
+    return float(m.group(1)) if m else num(r[3])
 med = {}
 for side in ("old", "new"):
-    m = [num(r[2]) for r in rows if r[1] == side and num(r[2])]
-    c = [num(r[3]) for r in rows if r[1] == side and num(r[3])]
-    med[side] = (statistics.median(m) if m else None, statistics.median(c) if c else None, len(m))
+    mine = [r for r in rows if r[1] == side]
+    m = [num(r[2]) for r in mine if num(r[2])]
+    c = [num(r[3]) for r in mine if num(r[3])]
+    ci = [incl(r) for r in mine if incl(r)]
+    md = lambda v: statistics.median(v) if v else None
+    med[side] = (md(m), md(c), md(ci), len(m))
 print(f"case {sys.argv[2]}; load average at the end: {sys.argv[3]}")
-print("| binary | runs | median Mpps/dir | median busy cycles/pkt |")
-print("|---|---:|---:|---:|")
+print("| binary | runs | median Mpps/dir | median busy cycles/pkt | median incl. stalls |")
+print("|---|---:|---:|---:|---:|")
 for side in ("old", "new"):
-    m, c, n = med[side]
-    print(f"| {side} | {n} | {m if m is not None else '-'} | {c if c is not None else '-'} |")
-(om, oc, _), (nm, nc, _) = med["old"], med["new"]
-if om and nm and oc and nc:
-    print(f"new/old: Mpps {nm / om:.2f}x, cycles/pkt {nc / oc:.2f}x")
+    m, c, ci, n = med[side]
+    f = lambda x: x if x is not None else "-"
+    print(f"| {side} | {n} | {f(m)} | {f(c)} | {f(ci)} |")
+(om, oc, oci, _), (nm, nc, nci, _) = med["old"], med["new"]
+if om and nm and oci and nci:
+    print(f"new/old: Mpps {nm / om:.2f}x, cycles/pkt incl. stalls {nci / oci:.2f}x"
+          + (f", without stalls {nc / oc:.2f}x" if oc and nc else ""))
 EOF

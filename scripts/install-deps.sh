@@ -46,6 +46,40 @@ if ((${#qmissing[@]})); then
     -o DPkg::Lock::Timeout=300 "${qmissing[@]}" >/dev/null
 fi
 
+# OVS-DPDK, the loopback benchmark's third switch (benches/loopback.sh runs it from its own
+# directory with its own ovsdb-server). Installed WITHOUT starting the packaged service: a
+# policy-rc.d that answers 101 ("action forbidden") is in place during the install and removed
+# afterwards (one that was already there is kept as it was).
+OVS_PKGS=(openvswitch-switch-dpdk)
+omissing=()
+for p in "${OVS_PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    omissing+=("$p")
+  fi
+done
+if ((${#omissing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages ${omissing[*]}; run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${omissing[*]} (service not started)"
+  ((${#missing[@]} + ${#qmissing[@]})) || apt-get update -qq
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# written by uswitch install-deps.sh while installing OVS-DPDK\nexit 101\n' \
+      > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=300 "${omissing[@]}" >/dev/null || rc=$?
+  [ $own_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ $rc = 0 ] || { echo "install-deps: installing ${omissing[*]} failed ($rc)" >&2; exit "$rc"; }
+fi
+[ -x /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk ] \
+  || echo "install-deps: NOTE: /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk missing; loopback OVS rows are skipped" >&2
+
 if ! command -v cargo >/dev/null; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi

@@ -11,7 +11,8 @@
 //!   ports (or the same port, other queue), then `rx_release`. Nothing else runs in between.
 //! - `poll_control` does the port's control-plane work (accept/connect, handshakes, timers). It is
 //!   called by the same worker thread, never between `rx_burst` and `rx_release`, so a port may
-//!   remap or unmap memory there.
+//!   remap or unmap memory there; only when the port's `control_interest` asks for it (its fds
+//!   are ready, or it says so).
 use crate::shm::{Seg, SegMut};
 use serde::{Deserialize, Serialize};
 
@@ -337,6 +338,16 @@ pub trait Port: Send {
     /// Control-plane work (accept, handshake, reconnect backoff). Called every ~1 ms by the
     /// worker, never between `rx_burst` and `rx_release`. Must not block.
     fn poll_control(&mut self, now: std::time::Instant);
+    /// What the worker must watch before calling `poll_control`: push the fds whose
+    /// readability (or hang-up/error) means there is control work, and return true when the port
+    /// needs `poll_control` at this tick regardless (timers, handshakes, pending output, an
+    /// error found by the data path). The worker polls every port's fds with ONE `poll(2)` per
+    /// control tick and calls `poll_control` only on ports that returned true or have a ready fd.
+    /// The default (no fds, always true) keeps the call on every tick.
+    fn control_interest<'a>(&'a self, fds: &mut Vec<std::os::fd::BorrowedFd<'a>>) -> bool {
+        let _ = fds;
+        true
+    }
     fn link_up(&self) -> bool;
     /// Queues currently usable for rx (0 when down).
     fn rx_queues(&self) -> usize;

@@ -60,6 +60,8 @@ struct PortSlot {
     up: bool,
     /// Rx queues usable as of the last control tick.
     rxq: usize,
+    /// `poll_control` is due at this control tick (see [`Switch::control_tick`]).
+    control_ready: bool,
 }
 
 /// One rx queue the poll loop visits, with where its traffic goes.
@@ -219,6 +221,7 @@ impl Switch {
             link,
             up,
             rxq,
+            control_ready: true,
         });
         self.rebuild_active();
         Ok(())
@@ -393,15 +396,61 @@ impl Switch {
             .collect())
     }
 
-    /// Control work between iterations (about every millisecond): advances time, runs every
-    /// port's `poll_control`, samples link state, ages MAC tables a slice at a time. Returns
-    /// whether any port is up (the worker spins then, else it sleeps).
+    /// Sets `control_ready` on every port that asked for `poll_control` or has a ready control
+    /// fd: ONE `poll(2)` (no wait) over all ports' fds. If poll fails, every port is ready.
+    fn mark_control_ready(&mut self) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds: Vec<std::os::fd::BorrowedFd<'_>> = Vec::new();
+        // (slot, first fd, fd count) of the ports that only want their fds watched.
+        let mut watch: Vec<(usize, usize, usize)> = Vec::new();
+        let mut always: Vec<usize> = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let first = fds.len();
+            if s.port.control_interest(&mut fds) {
+                fds.truncate(first);
+                always.push(i);
+            } else if fds.len() > first {
+                watch.push((i, first, fds.len() - first));
+            }
+        }
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        let polled = pfds.is_empty() || poll(&mut pfds, PollTimeout::ZERO).is_ok();
+        let mut ready = always;
+        for &(i, first, n) in &watch {
+            if !polled
+                || pfds[first..first + n]
+                    .iter()
+                    .any(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            {
+                ready.push(i);
+            }
+        }
+        drop(pfds);
+        drop(fds);
+        for i in ready {
+            if let Some(Some(s)) = self.slots.get_mut(i) {
+                s.control_ready = true;
+            }
+        }
+    }
+
+    /// Control work between iterations (about every millisecond): advances time, runs the
+    /// `poll_control` of every port whose `control_interest` asks for it or whose control fds
+    /// are ready (one `poll(2)` for all), samples link state, ages MAC tables a slice at a time.
+    /// Returns whether any port is up (the worker spins then, else it sleeps).
     pub fn control_tick(&mut self, now: Instant, now_ms: u64) -> bool {
         self.now_ms = now_ms;
         let mut any_up = false;
         let mut changed = false;
+        self.mark_control_ready();
         for s in self.slots.iter_mut().flatten() {
-            s.port.poll_control(now);
+            if std::mem::take(&mut s.control_ready) {
+                s.port.poll_control(now);
+            }
             let up = s.port.link_up();
             let rxq = if up { s.port.rx_queues() } else { 0 };
             changed |= rxq != s.rxq;

@@ -389,3 +389,110 @@ fn control_errors() {
     assert!(r.sw.bridges().is_empty());
     assert_eq!(r.sw.port_infos().len(), 1);
 }
+
+/// A port that watches one pipe: `poll_control` must run only when the pipe is readable (or the
+/// port asks for every tick).
+struct PipePort {
+    rx: std::os::fd::OwnedFd,
+    always: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::port::Port for PipePort {
+    fn name(&self) -> &str {
+        "pipe"
+    }
+    fn control_interest<'a>(&'a self, fds: &mut Vec<std::os::fd::BorrowedFd<'a>>) -> bool {
+        use std::os::fd::AsFd;
+        fds.push(self.rx.as_fd());
+        self.always.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn poll_control(&mut self, _now: Instant) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut b = [0u8; 16];
+        let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.rx), &mut b);
+    }
+    fn link_up(&self) -> bool {
+        false
+    }
+    fn rx_queues(&self) -> usize {
+        0
+    }
+    fn tx_queues(&self) -> usize {
+        0
+    }
+    fn rx_burst(&mut self, _q: usize, _out: &mut [crate::port::PktRef]) -> usize {
+        0
+    }
+    fn rx_release(&mut self, _q: usize) {}
+    fn tx_burst(
+        &mut self,
+        _q: usize,
+        _pkts: &[crate::port::PktRef],
+        _items: &[crate::port::TxItem],
+    ) -> usize {
+        0
+    }
+    fn stats(&self) -> crate::port::PortStats {
+        crate::port::PortStats::default()
+    }
+    fn clear_stats(&mut self) {}
+    fn info(&self) -> crate::port::PortInfo {
+        crate::port::PortInfo::default()
+    }
+    fn count_no_route(&mut self, _q: usize, _n: u64) {}
+}
+
+#[test]
+fn poll_control_only_when_interested() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let always = Arc::new(AtomicBool::new(false));
+    let mut r = Rig::new();
+    let fake = r.port("fake", Attach::None); // default interest: every tick
+    r.sw.add_port(
+        Box::new(PipePort {
+            rx,
+            always: always.clone(),
+            calls: calls.clone(),
+        }),
+        Attach::None,
+    )
+    .unwrap();
+    let tick = |r: &mut Rig| {
+        r.now_ms += 1;
+        r.sw.control_tick(Instant::now(), r.now_ms);
+    };
+    tick(&mut r); // the first tick after add always polls
+    let c0 = calls.load(Ordering::Relaxed);
+    for _ in 0..5 {
+        tick(&mut r);
+    }
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        c0,
+        "nothing readable: not polled"
+    );
+    nix::unistd::write(&tx, b"x").unwrap();
+    tick(&mut r);
+    assert_eq!(calls.load(Ordering::Relaxed), c0 + 1, "readable: polled");
+    tick(&mut r);
+    assert_eq!(calls.load(Ordering::Relaxed), c0 + 1, "drained: not again");
+    always.store(true, Ordering::Relaxed);
+    tick(&mut r);
+    tick(&mut r);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        c0 + 3,
+        "asked for every tick"
+    );
+    // The write end closed: hang-up makes the fd ready.
+    always.store(false, Ordering::Relaxed);
+    drop(tx);
+    tick(&mut r);
+    assert_eq!(calls.load(Ordering::Relaxed), c0 + 4, "hang-up: polled");
+    assert!(fake.polls() >= 10, "default interest polls every tick");
+}

@@ -15,7 +15,7 @@ use crate::memif::socket::{self, Incoming, SockPath};
 use crate::memif::MemifError;
 use crate::port::{PktRef, Port, PortInfo, PortStats, QueueStats, TxItem};
 use serde_json::{json, Map, Value};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -242,6 +242,24 @@ impl Port for MemifPort {
             MemifRole::Client => self.poll_connect(now),
         }
         self.poll_session(now);
+    }
+
+    /// Up: the listener (server) and the session socket; anything else (handshake, client
+    /// backoff, a ring violation to act on) asks for `poll_control` every tick.
+    fn control_interest<'a>(&'a self, fds: &mut Vec<BorrowedFd<'a>>) -> bool {
+        if let Some(l) = &self.listener {
+            fds.push(l.as_fd());
+        }
+        match &self.session {
+            Some(s) if s.phase == Phase::Up => {
+                fds.push(s.sock.as_fd());
+                s.rx.iter().any(|q| q.violation.is_some())
+                    || s.tx.iter().any(|q| q.violation.is_some())
+            }
+            Some(_) => true,
+            // Server: waiting for a peer is the listener's readability; client: backoff timer.
+            None => self.cfg.role == MemifRole::Client,
+        }
     }
 
     fn link_up(&self) -> bool {
