@@ -50,8 +50,21 @@ fn guest(tag: &str, socket: &str, qemu_server: bool, queues: u16) -> Qemu {
 /// Pings both ways (5 each, all must come back) and checks that the guest's eth0 counters
 /// and uswitch's counters of port `vm` moved by the same amounts.
 fn ping_both_ways(s: &Switch, vm: &mut Qemu, pod: &Pod, what: &str) {
-    let (g_rx0, g_tx0) = vm.eth0_counts();
-    let st0 = s.sw.stats("vm").total;
+    // The starting point must be a quiet moment: reading the guest's counters takes a console
+    // round trip, and a frame that crosses during it (an ARP right after boot) would be counted
+    // on one side only. Take uswitch's counters before and after the guest read; retry until
+    // they did not move.
+    let mut tries = 0;
+    let (g_rx0, g_tx0, st0) = loop {
+        let a = s.sw.stats("vm").total;
+        let (r, t) = vm.eth0_counts();
+        let b = s.sw.stats("vm").total;
+        if (a.rx_packets, a.tx_packets) == (b.rx_packets, b.tx_packets) || tries == 20 {
+            break (r, t, b);
+        }
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let n = vm.ping(&pod.ip.to_string(), 5);
     assert_eq!(n, 5, "{what}: guest -> pod replies\n{}", vm.proc.tail(20));
     let (n, out) = pod.ping(GUEST_IP.parse().unwrap(), 5);
