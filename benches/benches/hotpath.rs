@@ -14,16 +14,19 @@
 //!   (ring enqueue + dequeue, one copy). `bridge_memif_to_memif`: peer client → server port A →
 //!   bridge → server port B → peer client, per burst of 32 (three copies: peer tx, switch tx,
 //!   none on rx).
+#[path = "../common/memif_rig.rs"]
+mod memif_rig;
+
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use memif_rig::{bring_up, drain, memif_cfg, sock, tx_set};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uswitch::bridge::{Fdb, Switch};
-use uswitch::config::{BridgeConfig, MemifConfig, MemifMode, MemifRole, VlanMode};
+use uswitch::config::{BridgeConfig, MemifRole, VlanMode};
 use uswitch::dataplane::Attach;
 use uswitch::fakeport::{frame, mac, FakePort, BROADCAST};
 use uswitch::memif::MemifPort;
-use uswitch::port::{PktRef, Port, TxItem, VlanEdit};
-use uswitch::shm::HeapBuf;
+use uswitch::port::{PktRef, Port};
 
 const BURST: usize = 32;
 
@@ -169,94 +172,6 @@ fn bench_forward(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("xconnect", size), |b| b.iter(|| sw.poll()));
     }
     g.finish();
-}
-
-fn memif_cfg(socket: &str, role: MemifRole) -> MemifConfig {
-    MemifConfig {
-        socket: socket.to_string(),
-        role,
-        id: 0,
-        secret: None,
-        queues: 1,
-        ring_size: 10,
-        buffer_size: 2048,
-        mode: MemifMode::Ethernet,
-    }
-}
-
-fn sock(tag: &str) -> String {
-    let p = std::env::temp_dir().join(format!("uswitch-bench-{}-{tag}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    p.to_string_lossy().into_owned()
-}
-
-/// Polls `ports` (and the switch's control tick, when given) until every port is up.
-fn bring_up(sw: Option<&mut Switch>, ports: &mut [&mut MemifPort]) {
-    let t0 = Instant::now();
-    let mut sw = sw;
-    loop {
-        let now = Instant::now();
-        let mut up = true;
-        if let Some(sw) = sw.as_deref_mut() {
-            up &= sw.control_tick(now, 1);
-        }
-        for p in ports.iter_mut() {
-            p.poll_control(now);
-            up &= p.link_up();
-        }
-        if up {
-            if let Some(sw) = sw {
-                // One more tick so the switch samples every link as up.
-                sw.control_tick(Instant::now(), 1);
-            }
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "memif links did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Frames in a heap buffer with PktRefs and Keep items, ready for `tx_burst`.
-struct TxSet {
-    _buf: HeapBuf,
-    pkts: Vec<PktRef>,
-    items: Vec<TxItem>,
-}
-
-fn tx_set(frames: &[Vec<u8>]) -> TxSet {
-    let mut buf = HeapBuf::new(frames.len() * 2048);
-    let mut pkts = vec![PktRef::default(); frames.len()];
-    for (k, f) in frames.iter().enumerate() {
-        buf.bytes_mut()[k * 2048..k * 2048 + f.len()].copy_from_slice(f);
-        pkts[k].push_seg(buf.seg(k * 2048, f.len()).expect("in buffer"));
-    }
-    let items = (0..frames.len())
-        .map(|i| TxItem {
-            idx: i as u16,
-            edit: VlanEdit::Keep,
-        })
-        .collect();
-    TxSet {
-        _buf: buf,
-        pkts,
-        items,
-    }
-}
-
-/// Receives and releases everything pending on queue 0; returns the packet count.
-fn drain(p: &mut MemifPort, scratch: &mut [PktRef]) -> usize {
-    let mut total = 0;
-    loop {
-        let n = p.rx_burst(0, scratch);
-        if n == 0 {
-            return total;
-        }
-        total += n;
-        p.rx_release(0);
-    }
 }
 
 fn bench_memif(c: &mut Criterion) {

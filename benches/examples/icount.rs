@@ -11,76 +11,24 @@
 //! Count only the switch's work:
 //! `valgrind --tool=callgrind --toggle-collect='*Switch*poll*' target/release/examples/icount
 //! bridge 2000`, then Ir / packets (printed on stderr). `idle` prints polls instead.
-use std::time::{Duration, Instant};
+#[path = "../common/memif_rig.rs"]
+mod memif_rig;
+
+use memif_rig::{bring_up, drain, memif_cfg, sock, tx_set};
 use uswitch::bridge::Switch;
-use uswitch::config::{BridgeConfig, MemifConfig, MemifMode, MemifRole, VlanMode};
+use uswitch::config::{BridgeConfig, MemifRole, VlanMode};
 use uswitch::dataplane::Attach;
 use uswitch::fakeport::{frame, mac, BROADCAST};
 use uswitch::memif::MemifPort;
-use uswitch::port::{PktRef, Port, TxItem, VlanEdit};
-use uswitch::shm::HeapBuf;
+use uswitch::port::{PktRef, Port};
 
 const BURST: usize = 32;
-
-fn cfg(socket: &str, role: MemifRole) -> MemifConfig {
-    MemifConfig {
-        socket: socket.to_string(),
-        role,
-        id: 0,
-        secret: None,
-        queues: 1,
-        ring_size: 10,
-        buffer_size: 2048,
-        mode: MemifMode::Ethernet,
-    }
-}
-
-struct TxSet {
-    _buf: HeapBuf,
-    pkts: Vec<PktRef>,
-    items: Vec<TxItem>,
-}
-
-fn tx_set(frames: &[Vec<u8>]) -> TxSet {
-    let mut buf = HeapBuf::new(frames.len() * 2048);
-    let mut pkts = vec![PktRef::default(); frames.len()];
-    for (k, f) in frames.iter().enumerate() {
-        buf.bytes_mut()[k * 2048..k * 2048 + f.len()].copy_from_slice(f);
-        pkts[k].push_seg(buf.seg(k * 2048, f.len()).expect("in buffer"));
-    }
-    let items = (0..frames.len())
-        .map(|i| TxItem {
-            idx: i as u16,
-            edit: VlanEdit::Keep,
-        })
-        .collect();
-    TxSet {
-        _buf: buf,
-        pkts,
-        items,
-    }
-}
-
-fn drain(p: &mut MemifPort, scratch: &mut [PktRef]) -> usize {
-    let mut total = 0;
-    loop {
-        let n = p.rx_burst(0, scratch);
-        if n == 0 {
-            return total;
-        }
-        total += n;
-        p.rx_release(0);
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("bridge", String::as_str).to_string();
     let iters: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let dir = std::env::temp_dir();
-    let sa = dir.join(format!("icount-{}-a.sock", std::process::id()));
-    let sb = dir.join(format!("icount-{}-b.sock", std::process::id()));
-    let (sa, sb) = (sa.to_string_lossy(), sb.to_string_lossy());
+    let (sa, sb) = (sock("icount-a"), sock("icount-b"));
     let mut sw = Switch::new();
     let xc = mode == "xconnect";
     let attach = || {
@@ -96,33 +44,16 @@ fn main() {
     if !xc {
         sw.add_bridge(BridgeConfig::new("br0")).expect("bridge");
     }
-    let a = MemifPort::new("a", &cfg(&sa, MemifRole::Server)).expect("a");
-    let b = MemifPort::new("b", &cfg(&sb, MemifRole::Server)).expect("b");
+    let a = MemifPort::new("a", &memif_cfg(&sa, MemifRole::Server)).expect("a");
+    let b = MemifPort::new("b", &memif_cfg(&sb, MemifRole::Server)).expect("b");
     sw.add_port(Box::new(a), attach()).expect("add a");
     sw.add_port(Box::new(b), attach()).expect("add b");
     if xc {
         sw.xconnect("a", "b").expect("xconnect");
     }
-    let mut pa = MemifPort::new("pa", &cfg(&sa, MemifRole::Client)).expect("pa");
-    let mut pb = MemifPort::new("pb", &cfg(&sb, MemifRole::Client)).expect("pb");
-    let t0 = Instant::now();
-    loop {
-        let now = Instant::now();
-        let mut up = sw.control_tick(now, 1);
-        for p in [&mut pa, &mut pb] {
-            p.poll_control(now);
-            up &= p.link_up();
-        }
-        if up {
-            sw.control_tick(Instant::now(), 1);
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "links did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let mut pa = MemifPort::new("pa", &memif_cfg(&sa, MemifRole::Client)).expect("pa");
+    let mut pb = MemifPort::new("pb", &memif_cfg(&sb, MemifRole::Client)).expect("pb");
+    bring_up(Some(&mut sw), &mut [&mut pa, &mut pb]);
     let mut scratch = vec![PktRef::default(); 64];
     let known = mode == "bridge-known";
     let (da, db) = if known {
