@@ -102,13 +102,14 @@ pub fn real_port_factory() -> PortFactory {
             Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
             Err(e) => Err(e.to_string()),
         },
-        PortKind::Kernel(k) => match match origin {
-            PortOrigin::Request => KernelPort::new(&pc.name, k),
-            PortOrigin::Restore => KernelPort::restore(&pc.name, k),
-        } {
-            Ok(p) => Ok(Box::new(p) as Box<dyn Port>),
-            Err(e) => Err(e.to_string()),
-        },
+        PortKind::Kernel(k) => {
+            let made = match origin {
+                PortOrigin::Request => KernelPort::new(&pc.name, k),
+                PortOrigin::Restore => KernelPort::restore(&pc.name, k),
+            };
+            made.map(|p| Box::new(p) as Box<dyn Port>)
+                .map_err(|e| e.to_string())
+        }
         PortKind::Dpdk(d) => crate::dpdk::new_port(&pc.name, d).map_err(|e| e.to_string()),
     })
 }

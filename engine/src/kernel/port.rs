@@ -146,10 +146,8 @@ impl KernelPort {
                 hw,
             });
         }
-        let geo = Geometry::for_frame_size(cfg.frame_size);
-        let o = open(cfg, &geo, ifindex)?;
         let mut p = KernelPort::closed(name, cfg, ctl);
-        p.open = Some(o);
+        p.open = Some(open(cfg, &p.geo, ifindex)?);
         p.mac = Some(mac);
         p.refresh(Instant::now());
         tracing::info!(
