@@ -68,6 +68,23 @@ struct Worker {
 }
 
 impl Worker {
+    /// A worker with an empty switch and zeroed counters.
+    fn new(core: Option<usize>) -> Worker {
+        Worker {
+            sw: Switch::new(),
+            core,
+            busy_cycles: 0,
+            idle_cycles: 0,
+            iterations: 0,
+            packets: 0,
+            stalls: 0,
+            stall_cycles: 0,
+            stall_busy_cycles: 0,
+            stall_packets: 0,
+            stop: false,
+        }
+    }
+
     /// Accounts one iteration of `dt` cycles that moved `moved` packets.
     #[inline]
     fn account(&mut self, dt: u64, moved: u64, limit: &StallLimit) {
@@ -254,19 +271,7 @@ impl Dataplane {
                     }
                 }
                 let _ = ready_tx.send(Ok(()));
-                let w = Worker {
-                    sw: Switch::new(),
-                    core,
-                    busy_cycles: 0,
-                    idle_cycles: 0,
-                    iterations: 0,
-                    packets: 0,
-                    stalls: 0,
-                    stall_cycles: 0,
-                    stall_busy_cycles: 0,
-                    stall_packets: 0,
-                    stop: false,
-                };
+                let w = Worker::new(core);
                 run(jobs_rx, w);
             })?;
         match ready_rx.recv() {

@@ -344,19 +344,7 @@ fn memif_ports_through_the_worker() {
 #[test]
 fn stalled_iterations_are_kept_out_of_busy_cycles() {
     let limit = StallLimit::new(2_000_000); // 2 GHz: base 100k cycles, 2000 per packet
-    let mut w = Worker {
-        sw: Switch::new(),
-        core: None,
-        busy_cycles: 0,
-        idle_cycles: 0,
-        iterations: 0,
-        packets: 0,
-        stalls: 0,
-        stall_cycles: 0,
-        stall_busy_cycles: 0,
-        stall_packets: 0,
-        stop: false,
-    };
+    let mut w = Worker::new(None);
     w.account(3_200, 32, &limit); // 100 cycles/packet
     w.account(500, 0, &limit); // idle poll
     w.account(100_000 + 32 * 2_000, 32, &limit); // exactly at the limit: still busy
