@@ -12,8 +12,8 @@
 //!   the control operations, never in between (the port contract in `port.rs`).
 //! - [`Switch::poll`] does not allocate, lock, or read the clock; time (`now_ms`) advances in
 //!   [`Switch::control_tick`]. It visits a prebuilt list of the up ports' rx queues (rebuilt on
-//!   the control path when ports, links, xconnects or queue counts change). Link state is sampled there too: a port that went down gets no
-//!   traffic and its MAC entries are flushed.
+//!   the control path when ports, links, xconnects or queue counts change). Link state is
+//!   sampled there too: a port that went down gets no traffic and its MAC entries are flushed.
 //!
 //! Not here: threads, channels, cycle accounting (`dataplane.rs`); forwarding decisions
 //! (`forward.rs`).
