@@ -31,6 +31,8 @@ use std::os::fd::OwnedFd;
 pub const MAX_PEER_BUFFER: u32 = 65536;
 /// Longest chain a server-role queue builds for one packet.
 const MAX_TX_CHAIN: usize = 64;
+/// How many packets ahead a transmit burst prefetches source and destination buffers.
+const TX_AHEAD: u16 = 4;
 
 /// Buffers owned by a client-role ring: slot `i` uses `base + (i & mask) * size` in `region`.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +181,12 @@ impl RxQueue {
         let Some(descs) = self.ring.descs(r) else {
             return 0;
         };
+        // Fetch the burst's descriptor lines at once (a hint): they were just written by the
+        // peer's core, and the reads below would otherwise miss one line after another.
+        descs.prefetch(
+            self.cursor,
+            avail.min(u16::try_from(out.len()).unwrap_or(u16::MAX)),
+        );
         // A single buffer longer than this is dropped (the chain path's frame limit).
         let single_max = self.max_len.min(MAX_FRAME);
         let mut n = 0usize;
@@ -336,9 +344,23 @@ impl TxQueue {
         let Some(descs) = self.ring.descs(r) else {
             return 0;
         };
+        // Prefetch (hints only): the client's descriptors for the slots this burst fills, then
+        // per packet the source and the destination buffer TX_AHEAD packets ahead, so the
+        // cross-core cache misses of the copies overlap instead of stalling one by one.
+        let fill = room.min(u16::try_from(items.len()).unwrap_or(u16::MAX));
+        if self.own.is_none() {
+            descs.prefetch(self.counter, fill);
+        }
+        for k in 0..fill.min(TX_AHEAD) {
+            self.prefetch_slot(descs, regions, pkts, items, k);
+        }
         let mut sent = 0usize;
         let mut bytes = 0u64;
         for (i, it) in items.iter().enumerate() {
+            if (i as u16) < fill.saturating_sub(TX_AHEAD) {
+                // One slot per packet (the common case); a wrong guess only wastes the hint.
+                self.prefetch_slot(descs, regions, pkts, items, i as u16 + TX_AHEAD);
+            }
             // Fast path: an unedited one-segment packet into one buffer, one copy.
             if let (VlanEdit::Keep, Some(src)) = (
                 it.edit,
@@ -401,6 +423,35 @@ impl TxQueue {
             }
         }
         sent
+    }
+
+    /// Prefetches the source of `items[k]` and the buffer of the slot `k` after our counter
+    /// (for writing). Reads the slot's descriptor like the copy will, so it validates it the
+    /// same way; an invalid one is simply not prefetched (the copy path counts it).
+    #[inline]
+    fn prefetch_slot(
+        &self,
+        descs: DescTable,
+        regions: &[MmapRegion],
+        pkts: &[PktRef],
+        items: &[TxItem],
+        k: u16,
+    ) {
+        if let Some(src) = items
+            .get(usize::from(k))
+            .and_then(|it| pkts.get(usize::from(it.idx)))
+            .and_then(|p| p.segs().first())
+        {
+            src.prefetch();
+        }
+        let c = self.counter.wrapping_add(k);
+        let (d, max) = match self.own {
+            Some(bufs) => (bufs.desc(&self.ring, c, bufs.size, 0), bufs.size),
+            None => (descs.get(c), MAX_PEER_BUFFER),
+        };
+        if let Some(dst) = check_desc_mut(&d, regions, max) {
+            dst.prefetch_write();
+        }
     }
 
     /// One-buffer fast path: copies `src` into the next slot's buffer (ours, or the client's

@@ -181,18 +181,16 @@ impl Ring {
     /// Copies the descriptor for `counter` out of shared memory.
     #[inline]
     pub fn read_desc(&self, r: &MmapRegion, counter: u16) -> Desc {
-        let mut b = [0u8; DESC_SIZE];
-        if let Some(s) = r.seg(self.desc_off(counter), DESC_SIZE) {
-            s.read(0, &mut b);
-        }
-        Desc::from_bytes(&b)
+        r.seg(self.desc_off(counter), DESC_SIZE)
+            .and_then(|s| s.read_array::<DESC_SIZE>(0))
+            .map_or_else(Desc::default, |b| Desc::from_bytes(&b))
     }
 
     /// Writes the whole descriptor for `counter`.
     #[inline]
     pub fn write_desc(&self, r: &MmapRegion, counter: u16, d: &Desc) {
         if let Some(s) = r.seg_mut(self.desc_off(counter), DESC_SIZE) {
-            s.write(0, &d.to_bytes());
+            s.write_array(0, &d.to_bytes());
         }
     }
 }
@@ -215,11 +213,25 @@ impl DescTable {
             None => Desc::default(),
         }
     }
+    /// Prefetches the descriptors for `counter..counter + n` (a hint: one prefetch per cache
+    /// line, wrapping at the end of the array).
+    #[inline]
+    pub fn prefetch(&self, counter: u16, n: u16) {
+        const PER_LINE: u16 = (64 / DESC_SIZE) as u16;
+        let seg = self.seg.as_seg();
+        let mut k = 0u16;
+        while k < n {
+            let c = counter.wrapping_add(k);
+            seg.prefetch_at(DESC_SIZE * usize::from(c & self.mask));
+            // Next line start (slots are line-aligned in groups of PER_LINE).
+            k += PER_LINE - (c % PER_LINE);
+        }
+    }
     /// Writes the whole descriptor for `counter`.
     #[inline]
     pub fn put(&self, counter: u16, d: &Desc) {
         let off = DESC_SIZE * usize::from(counter & self.mask);
-        self.seg.write(off, &d.to_bytes());
+        self.seg.write_array(off, &d.to_bytes());
     }
 }
 
