@@ -80,6 +80,10 @@ pub struct TxQueue {
     own: Option<BufLayout>,
     /// Our producer counter (head for C2S, tail for S2C).
     counter: u16,
+    /// The peer's counter as last loaded (and validated): S2C head for the server role, C2S
+    /// tail for the client role. It only moves forward, so room computed from it is never
+    /// more than the real room; it is reloaded only when a burst needs more than that.
+    peer_seen: u16,
     irq: Option<OwnedFd>,
     /// Set when the peer broke the ring protocol (reason); the port disconnects.
     pub violation: Option<&'static str>,
@@ -292,6 +296,7 @@ impl TxQueue {
             ring,
             own: None,
             counter: start,
+            peer_seen: start,
             irq,
             violation: None,
         }
@@ -303,6 +308,7 @@ impl TxQueue {
             ring,
             own: Some(bufs),
             counter: 0,
+            peer_seen: 0,
             irq,
             violation: None,
         }
@@ -323,19 +329,20 @@ impl TxQueue {
         let Some(r) = regions.get(usize::from(self.ring.region)) else {
             return 0;
         };
-        // Slots we may fill: C2S: size - (head - tail); S2C: head - tail.
-        let room = match self.own {
-            Some(_) => {
-                let tail = self.ring.load_tail(r);
-                self.ring
-                    .distance(tail, self.counter)
-                    .map(|used| self.ring.size() as u16 - used)
+        // Slots we may fill: C2S: size - (head - tail); S2C: head - tail. The peer's counter
+        // is a cross-core cache miss each time it is loaded: use the last value while it
+        // leaves room for the whole burst.
+        let mut room = self.room(self.peer_seen);
+        if room.is_none_or(|n| usize::from(n) < items.len()) {
+            let seen = match self.own {
+                Some(_) => self.ring.load_tail(r),
+                None => self.ring.load_head(r),
+            };
+            room = self.room(seen);
+            if room.is_some() {
+                self.peer_seen = seen;
             }
-            None => {
-                let head = self.ring.load_head(r);
-                self.ring.distance(self.counter, head)
-            }
-        };
+        }
         let Some(mut room) = room else {
             self.violation = Some("peer ring counter further than the ring size from ours");
             st.count_drop(Drop::RingFull, items.len() as u64);
@@ -423,6 +430,19 @@ impl TxQueue {
             }
         }
         sent
+    }
+
+    /// Slots we may fill given the peer's counter `seen`; None when it is further than the
+    /// ring size from ours (a protocol violation).
+    #[inline]
+    fn room(&self, seen: u16) -> Option<u16> {
+        match self.own {
+            Some(_) => self
+                .ring
+                .distance(seen, self.counter)
+                .map(|used| self.ring.size() as u16 - used),
+            None => self.ring.distance(self.counter, seen),
+        }
     }
 
     /// Prefetches the source of `items[k]` and the buffer of the slot `k` after our counter
