@@ -171,14 +171,22 @@ impl SegMut {
     /// read-for-ownership from the core that last touched it (the peer).
     #[inline]
     pub fn prefetch_write(&self) {
+        self.prefetch_write_at(0);
+    }
+
+    /// Like [`SegMut::prefetch_write`] for the cache line holding byte `off` (nothing when
+    /// `off` is outside the segment).
+    #[inline]
+    pub fn prefetch_write_at(&self, off: usize) {
         #[cfg(target_arch = "x86_64")]
-        if !self.ptr.is_null() {
-            // SAFETY: `prefetchw` is a hint: it never faults, reads or writes no architectural
-            // state (CPUs without PRFCHW execute it as a NOP), touches no stack or flags.
+        if off < self.len as usize {
+            // SAFETY: off < len, so the address is inside the segment's live mapping.
+            // `prefetchw` is a hint: it never faults, changes no architectural state (CPUs
+            // without PRFCHW execute it as a NOP), touches no stack or flags.
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{p}]",
-                    p = in(reg) self.ptr,
+                    p = in(reg) self.ptr.add(off),
                     options(nostack, preserves_flags, readonly)
                 )
             };
@@ -687,6 +695,8 @@ mod tests {
         assert_eq!(out[17], 0);
         // Prefetch hints never fault, inside or outside the segment.
         w.prefetch_write();
+        w.prefetch_write_at(15);
+        w.prefetch_write_at(16);
         w.as_seg().prefetch_at(15);
         w.as_seg().prefetch_at(1 << 40);
         SegMut::EMPTY.prefetch_write();

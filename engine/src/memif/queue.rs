@@ -190,6 +190,7 @@ impl RxQueue {
         descs.prefetch(
             self.cursor,
             avail.min(u16::try_from(out.len()).unwrap_or(u16::MAX)),
+            false,
         );
         // A single buffer longer than this is dropped (the chain path's frame limit).
         let single_max = self.max_len.min(MAX_FRAME);
@@ -355,9 +356,9 @@ impl TxQueue {
         // per packet the source and the destination buffer TX_AHEAD packets ahead, so the
         // cross-core cache misses of the copies overlap instead of stalling one by one.
         let fill = room.min(u16::try_from(items.len()).unwrap_or(u16::MAX));
-        if self.own.is_none() {
-            descs.prefetch(self.counter, fill);
-        }
+        // Server role: the client's descriptors are read, then rewritten (length, flags);
+        // client role: ours are only written.
+        descs.prefetch(self.counter, fill, true);
         for k in 0..fill.min(TX_AHEAD) {
             self.prefetch_slot(descs, regions, pkts, items, k);
         }

@@ -214,15 +214,21 @@ impl DescTable {
         }
     }
     /// Prefetches the descriptors for `counter..counter + n` (a hint: one prefetch per cache
-    /// line, wrapping at the end of the array).
+    /// line, wrapping at the end of the array), for reading, or with `write` in an exclusive
+    /// state for descriptors this side is about to rewrite (the peer's core last wrote them:
+    /// without it every rewritten line is a read-for-ownership that stalls the store buffer).
     #[inline]
-    pub fn prefetch(&self, counter: u16, n: u16) {
+    pub fn prefetch(&self, counter: u16, n: u16, write: bool) {
         const PER_LINE: u16 = (64 / DESC_SIZE) as u16;
-        let seg = self.seg.as_seg();
         let mut k = 0u16;
         while k < n {
             let c = counter.wrapping_add(k);
-            seg.prefetch_at(DESC_SIZE * usize::from(c & self.mask));
+            let off = DESC_SIZE * usize::from(c & self.mask);
+            if write {
+                self.seg.prefetch_write_at(off);
+            } else {
+                self.seg.as_seg().prefetch_at(off);
+            }
             // Next line start (slots are line-aligned in groups of PER_LINE).
             k += PER_LINE - (c % PER_LINE);
         }
