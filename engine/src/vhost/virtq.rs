@@ -29,7 +29,7 @@
 use super::features;
 use super::mem::GuestMemory;
 use crate::port::{Drop, PktReader, PktRef, QueueStats, TxItem, MAX_BURST, MAX_FRAME, MAX_SEGS};
-use crate::shm::{Seg, SegMut};
+use crate::shm::SegMut;
 use std::fs::File;
 use std::io::Write;
 use std::sync::atomic::{fence, AtomicU16, Ordering};
@@ -98,8 +98,9 @@ enum Put {
 pub struct VirtQueue {
     mem: Arc<GuestMemory>,
     size: u16,
-    /// Descriptor table: `16 * size` bytes inside a mapping of `mem` (checked in `new`).
-    desc: Seg,
+    /// Descriptor table: `16 * size` bytes, 2-aligned, inside a mapping of `mem` (checked in
+    /// `new`).
+    desc: *const u8,
     /// Avail ring: `6 + 2 * size` bytes, 2-aligned, inside a mapping of `mem`.
     avail: *const u8,
     /// Used ring: `6 + 8 * size` bytes, 4-aligned, inside a mapping of `mem`.
@@ -175,15 +176,19 @@ impl VirtQueue {
         let um = mem.map(used_reg);
         // The whole of each part, checked once: every later access is at an offset below these
         // lengths (slots are masked with `size - 1`). The atomic views check 2-alignment.
-        let desc = mem.map(desc_reg).seg(desc_off, 16 * nz);
+        let dm = mem.map(desc_reg);
+        let desc = dm
+            .atomic_u16(desc_off)
+            .filter(|_| dm.seg(desc_off, 16 * nz).is_some());
         let ok = am.seg(avail_off, 6 + 2 * nz).is_some()
             && um.seg(used_off, 6 + 8 * nz).is_some()
             && (used_off & 3) == 0;
         let avail = am.atomic_u16(avail_off).filter(|_| ok);
         let used = um.atomic_u16(used_off).filter(|_| ok);
         let (Some(desc), Some(avail), Some(used)) = (desc, avail, used) else {
-            return Err("avail or used ring is misaligned or outside its mapping".into());
+            return Err("a ring part is misaligned or outside its mapping".into());
         };
+        let desc = desc as *const AtomicU16 as *const u8;
         let avail = avail as *const AtomicU16 as *const u8;
         let used = used as *const AtomicU16 as *mut u8;
         let event_idx = s.features & features::EVENT_IDX != 0;
@@ -291,8 +296,36 @@ impl VirtQueue {
 
     #[inline]
     fn read_desc(&self, i: u16) -> Option<Desc> {
-        let b = self.desc.read_array::<16>(16 * usize::from(i))?;
+        if i >= self.size {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        // SAFETY: i < size, so `16 * i + 16 <= 16 * size`: inside the descriptor table (checked
+        // in `new`, mapping owned by `self.mem`); `b` is a distinct local. Copied out, then
+        // parsed and checked by the callers.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.desc.add(16 * usize::from(i)), b.as_mut_ptr(), 16)
+        };
         Some(Desc::parse(&b))
+    }
+
+    /// Prefetches descriptor `i` (a hint; `i` is masked into the table).
+    #[inline]
+    fn prefetch_desc(&self, i: u16) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let i = usize::from(i & (self.size - 1));
+            // SAFETY: the address is inside the descriptor table (i < size); prefetch never
+            // faults and has no effect on memory.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    self.desc.add(16 * i) as *const i8,
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
     }
 
     /// Walks the chain starting at `head`, calling `f` for every buffer descriptor (indirect
@@ -445,16 +478,25 @@ impl VirtQueue {
             return 0;
         };
         let n = usize::from(n).min(want);
+        // Take the burst's heads first and prefetch their descriptors (guest-written lines).
+        let first = self.pending.len();
+        for i in 0..n {
+            let head = self.avail_entry(self.last_avail.wrapping_add(i as u16));
+            self.prefetch_desc(head);
+            self.pending.push(head);
+        }
+        self.last_avail = self.last_avail.wrapping_add(n as u16);
         let mut k = 0;
         let mut hint = self.region_hint;
-        for _ in 0..n {
-            let head = self.avail_entry(self.last_avail);
-            self.last_avail = self.last_avail.wrapping_add(1);
-            self.pending.push(head);
+        for i in first..first + n {
+            let head = self.pending[i];
             let pkt = &mut out[k];
             pkt.clear();
             pkt.queue = q;
             if self.parse_tx_chain(head, pkt, &mut hint) {
+                if let Some(s) = pkt.single() {
+                    s.prefetch();
+                }
                 st.rx_packets += 1;
                 st.rx_bytes += u64::from(pkt.len());
                 k += 1;
