@@ -15,7 +15,9 @@
 //!   we never advance `avail_event`, so the guest kicks at most once per 64 Ki buffers.
 //!
 //! Validation (hostile guest): ring size a power of two ≤ 32768; all three ring parts inside one
-//! memory region each, index fields 2-aligned; `avail.idx - last_avail > size` marks the ring
+//! memory region each (checked once in `VirtQueue::new`, which keeps validated pointers to
+//! them), the descriptor table and avail ring 2-aligned, the used ring 4-aligned;
+//! `avail.idx - last_avail > size` (checked at every load of avail.idx) marks the ring
 //! broken (stops it, counted once); a head ≥ size, a chain longer than the table, a `next` out of
 //! range, a nested or chained INDIRECT, an indirect table not a multiple of 16 bytes, a buffer
 //! outside the memory table, a device-writable buffer on a transmit chain (or read-only on a
