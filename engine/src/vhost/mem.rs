@@ -134,12 +134,30 @@ impl GuestMemory {
     /// Region index and offset inside its mapping of a guest-physical range.
     #[inline]
     fn find_gpa(&self, gpa: u64, len: u64) -> Option<(usize, usize)> {
+        let mut hint = 0;
+        self.find_gpa_hint(&mut hint, gpa, len)
+    }
+
+    /// [`Self::find_gpa`], trying region `*hint` first (most buffers of a ring come from one
+    /// region) and leaving the region found in `*hint`. Same checks whatever the hint.
+    #[inline]
+    fn find_gpa_hint(&self, hint: &mut usize, gpa: u64, len: u64) -> Option<(usize, usize)> {
+        if let Some(r) = self.regions.get(*hint) {
+            let rel = gpa.wrapping_sub(r.gpa);
+            if gpa >= r.gpa && rel < r.size {
+                if len > r.size - rel {
+                    return None;
+                }
+                return Some((*hint, (r.off + rel) as usize));
+            }
+        }
         for (i, r) in self.regions.iter().enumerate() {
             let rel = gpa.wrapping_sub(r.gpa);
             if gpa >= r.gpa && rel < r.size {
                 if len > r.size - rel {
                     return None;
                 }
+                *hint = i;
                 return Some((i, (r.off + rel) as usize));
             }
         }
@@ -171,6 +189,24 @@ impl GuestMemory {
     pub fn gpa_seg(&self, gpa: u64, len: u32) -> Option<Seg> {
         let (i, off) = self.find_gpa(gpa, u64::from(len))?;
         self.regions[i].map.seg(off, len as usize)
+    }
+
+    /// A read-only view of guest-physical `gpa+skip..gpa+len` after checking the whole
+    /// `gpa..gpa+len` lies inside one region (a buffer minus its virtio-net header), trying
+    /// region `*hint` first and leaving the region found there. None when the range is not
+    /// inside one region or `skip > len`.
+    #[inline]
+    pub fn gpa_seg_skip(&self, hint: &mut usize, gpa: u64, len: u32, skip: u32) -> Option<Seg> {
+        let rest = len.checked_sub(skip)?;
+        let (i, off) = self.find_gpa_hint(hint, gpa, u64::from(len))?;
+        self.regions[i].map.seg(off + skip as usize, rest as usize)
+    }
+
+    /// [`Self::gpa_seg_mut`], trying region `*hint` first and leaving the region found there.
+    #[inline]
+    pub fn gpa_seg_mut_hint(&self, hint: &mut usize, gpa: u64, len: u32) -> Option<SegMut> {
+        let (i, off) = self.find_gpa_hint(hint, gpa, u64::from(len))?;
+        self.regions[i].map.seg_mut(off, len as usize)
     }
 
     /// A writable view of guest-physical `gpa..gpa+len`, None when not inside one region.

@@ -15,7 +15,9 @@
 //!   we never advance `avail_event`, so the guest kicks at most once per 64 Ki buffers.
 //!
 //! Validation (hostile guest): ring size a power of two ≤ 32768; all three ring parts inside one
-//! memory region each, index fields 2-aligned; `avail.idx - last_avail > size` marks the ring
+//! memory region each (checked once in `VirtQueue::new`, which keeps validated pointers to
+//! them), the descriptor table and avail ring 2-aligned, the used ring 4-aligned;
+//! `avail.idx - last_avail > size` (checked at every load of avail.idx) marks the ring
 //! broken (stops it, counted once); a head ≥ size, a chain longer than the table, a `next` out of
 //! range, a nested or chained INDIRECT, an indirect table not a multiple of 16 bytes, a buffer
 //! outside the memory table, a device-writable buffer on a transmit chain (or read-only on a
@@ -42,6 +44,8 @@ const DESC_F_INDIRECT: u16 = 4;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 const USED_F_NO_NOTIFY: u16 = 1;
 const ZERO_HDR: [u8; 12] = [0; 12];
+/// A 12-byte receive header for a packet in one chain (`num_buffers` = 1).
+const ONE_BUF_HDR: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Desc {
@@ -96,20 +100,22 @@ enum Put {
 pub struct VirtQueue {
     mem: Arc<GuestMemory>,
     size: u16,
-    desc_reg: usize,
-    desc_off: usize,
-    avail_reg: usize,
-    avail_off: usize,
-    used_reg: usize,
-    used_off: usize,
+    /// Descriptor table: `16 * size` bytes, 2-aligned, inside a mapping of `mem` (checked in
+    /// `new`).
+    desc: *const u8,
+    /// Avail ring: `6 + 2 * size` bytes, 2-aligned, inside a mapping of `mem`.
+    avail: *const u8,
+    /// Used ring: `6 + 8 * size` bytes, 4-aligned, inside a mapping of `mem`.
+    used: *mut u8,
+    /// The guest's avail.idx as last loaded (validated then: at most `size` ahead of
+    /// `last_avail`). Entries below it are taken without loading avail.idx again.
+    avail_shadow: u16,
+    /// Region of the last guest buffer translated (a hint; every translation is checked).
+    region_hint: usize,
     /// Next avail entry we will consume.
     pub last_avail: u16,
     /// Our copy of used.idx (we are its only writer).
     pub used_idx: u16,
-    /// The guest's avail.idx as last loaded and validated (never behind `last_avail`). A
-    /// transmit burst that fits in what it already shows skips the load, a cross-core miss
-    /// whenever the guest posted meanwhile.
-    avail_seen: u16,
     event_idx: bool,
     mrg: bool,
     indirect: bool,
@@ -123,6 +129,12 @@ pub struct VirtQueue {
     /// Call eventfd signals sent.
     pub calls: u64,
 }
+
+// SAFETY: the raw ring pointers point into mappings owned by `mem` (an Arc, itself Send + Sync);
+// they are only dereferenced through `&self`/`&mut self` of the queue, by whichever single
+// thread owns it (built by the control thread, then moved to the worker). Guest-shared memory is
+// accessed with atomics for indices and copies for everything else, as in `crate::shm`.
+unsafe impl Send for VirtQueue {}
 
 impl std::fmt::Debug for VirtQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,31 +171,39 @@ impl VirtQueue {
         let (used_reg, used_off) = mem
             .find_uva(s.addrs.used, 6 + 8 * n)
             .ok_or_else(|| format!("used ring {:#x} is outside the memory table", s.addrs.used))?;
+        let nz = n as usize;
+        // Whole ranges, checked once: every later ring access is at an offset below these
+        // lengths (slots are masked with `size - 1`).
         let am = mem.map(avail_reg);
         let um = mem.map(used_reg);
-        let nz = n as usize;
-        let aligned = am.atomic_u16(avail_off).is_some()
-            && am.atomic_u16(avail_off + 2).is_some()
-            && am.atomic_u16(avail_off + 4 + 2 * nz).is_some()
-            && um.atomic_u16(used_off).is_some()
-            && um.atomic_u16(used_off + 2).is_some()
+        // The whole of each part, checked once: every later access is at an offset below these
+        // lengths (slots are masked with `size - 1`). The atomic views check 2-alignment.
+        let dm = mem.map(desc_reg);
+        let desc = dm
+            .atomic_u16(desc_off)
+            .filter(|_| dm.seg(desc_off, 16 * nz).is_some());
+        let ok = am.seg(avail_off, 6 + 2 * nz).is_some()
+            && um.seg(used_off, 6 + 8 * nz).is_some()
             && (used_off & 3) == 0;
-        if !aligned {
-            return Err("avail or used ring is misaligned".into());
-        }
+        let avail = am.atomic_u16(avail_off).filter(|_| ok);
+        let used = um.atomic_u16(used_off).filter(|_| ok);
+        let (Some(desc), Some(avail), Some(used)) = (desc, avail, used) else {
+            return Err("a ring part is misaligned or outside its mapping".into());
+        };
+        let desc = desc as *const AtomicU16 as *const u8;
+        let avail = avail as *const AtomicU16 as *const u8;
+        let used = used as *const AtomicU16 as *mut u8;
         let event_idx = s.features & features::EVENT_IDX != 0;
         let mut q = VirtQueue {
             mem,
             size,
-            desc_reg,
-            desc_off,
-            avail_reg,
-            avail_off,
-            used_reg,
-            used_off,
+            desc,
+            avail,
+            used,
+            avail_shadow: s.base,
+            region_hint: 0,
             last_avail: s.base,
             used_idx: s.base,
-            avail_seen: s.base,
             event_idx,
             mrg: s.features & features::MRG_RXBUF != 0,
             indirect: s.features & features::INDIRECT_DESC != 0,
@@ -207,8 +227,8 @@ impl VirtQueue {
                 "vring base differs from used.idx; using used.idx"
             );
             q.last_avail = cur;
+            q.avail_shadow = cur;
             q.used_idx = cur;
-            q.avail_seen = cur;
         }
         q.used_atomic(0).store(
             if event_idx { 0 } else { USED_F_NO_NOTIFY },
@@ -230,41 +250,38 @@ impl VirtQueue {
     /// Takes over the indices of the ring this one replaces (same ring, new memory or fds).
     pub fn carry_from(&mut self, old: &VirtQueue) {
         self.last_avail = old.last_avail;
+        self.avail_shadow = old.last_avail;
         self.used_idx = old.used_idx;
-        self.avail_seen = old.last_avail;
         self.calls = old.calls;
     }
 
-    // --- ring field access (offsets were validated in `new`; the fallbacks are unreachable) ---
+    // --- ring field access: `avail`, `used` and `desc` cover their whole ring part (checked in
+    // `new`), and every offset below is inside it ---
 
+    /// The avail-ring u16 at byte `off` (`off` even, `off + 2 <= 6 + 2 * size`).
     #[inline]
     fn avail_atomic(&self, off: usize) -> &AtomicU16 {
-        static DUMMY: AtomicU16 = AtomicU16::new(0);
-        self.mem
-            .map(self.avail_reg)
-            .atomic_u16(self.avail_off + off)
-            .unwrap_or(&DUMMY)
+        debug_assert!(off & 1 == 0 && off + 2 <= 6 + 2 * usize::from(self.size));
+        // SAFETY: `avail` is 2-aligned and the `6 + 2 * size` bytes after it lie in a mapping
+        // owned by `self.mem` (both checked in `new`); callers pass even offsets inside that
+        // range (constants, or `4 + 2 * slot` with slot < size, or `4 + 2 * size`). AtomicU16
+        // has u16's layout; the guest writes these words too, which is what atomics are for.
+        unsafe { &*(self.avail.add(off) as *const AtomicU16) }
     }
 
+    /// The used-ring u16 at byte `off` (0 = flags, 2 = idx).
     #[inline]
     fn used_atomic(&self, off: usize) -> &AtomicU16 {
-        static DUMMY: AtomicU16 = AtomicU16::new(0);
-        self.mem
-            .map(self.used_reg)
-            .atomic_u16(self.used_off + off)
-            .unwrap_or(&DUMMY)
+        debug_assert!(off == 0 || off == 2);
+        // SAFETY: `used` is 4-aligned and its `6 + 8 * size` bytes lie in a mapping owned by
+        // `self.mem` (checked in `new`); off is 0 or 2.
+        unsafe { &*(self.used.add(off) as *const AtomicU16) }
     }
 
     #[inline]
     fn avail_entry(&self, idx: u16) -> u16 {
         let slot = usize::from(idx & (self.size - 1));
-        let b = self
-            .mem
-            .map(self.avail_reg)
-            .seg(self.avail_off + 4 + 2 * slot, 2)
-            .and_then(|s| s.read_array::<2>(0))
-            .unwrap_or([0xff; 2]);
-        u16::from_le_bytes(b)
+        self.avail_atomic(4 + 2 * slot).load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -273,23 +290,44 @@ impl VirtQueue {
         let mut e = [0u8; 8];
         e[..4].copy_from_slice(&u32::from(id).to_le_bytes());
         e[4..].copy_from_slice(&len.to_le_bytes());
-        if let Some(s) = self
-            .mem
-            .map(self.used_reg)
-            .seg_mut(self.used_off + 4 + 8 * slot, 8)
-        {
-            // Fixed size: stores straight from registers (see `SegMut::write_array`).
-            s.write_array(0, &e);
-        }
+        // SAFETY: slot < size, so `4 + 8 * slot + 8 <= 6 + 8 * size`: inside the used ring
+        // (checked in `new`, writable mapping owned by `self.mem`); `e` is a distinct local.
+        // A plain copy, as everything but indices in guest-shared memory.
+        unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), self.used.add(4 + 8 * slot), 8) };
     }
 
     #[inline]
     fn read_desc(&self, i: u16) -> Option<Desc> {
-        let s = self
-            .mem
-            .map(self.desc_reg)
-            .seg(self.desc_off + 16 * usize::from(i), 16)?;
-        s.read_array::<16>(0).map(|b| Desc::parse(&b))
+        if i >= self.size {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        // SAFETY: i < size, so `16 * i + 16 <= 16 * size`: inside the descriptor table (checked
+        // in `new`, mapping owned by `self.mem`); `b` is a distinct local. Copied out, then
+        // parsed and checked by the callers.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.desc.add(16 * usize::from(i)), b.as_mut_ptr(), 16)
+        };
+        Some(Desc::parse(&b))
+    }
+
+    /// Prefetches descriptor `i` (a hint; `i` is masked into the table).
+    #[inline]
+    fn prefetch_desc(&self, i: u16) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let i = usize::from(i & (self.size - 1));
+            // SAFETY: the address is inside the descriptor table (i < size); prefetch never
+            // faults and has no effect on memory.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    self.desc.add(16 * i) as *const i8,
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
     }
 
     /// Walks the chain starting at `head`, calling `f` for every buffer descriptor (indirect
@@ -315,9 +353,10 @@ impl VirtQueue {
             };
             let (mut i, mut steps) = (0u32, 0u32);
             loop {
-                let Some(b) = table.read_array::<16>(i as usize * 16) else {
+                let mut b = [0u8; 16];
+                if table.read(i as usize * 16, &mut b) != 16 {
                     return false;
-                };
+                }
                 let e = Desc::parse(&b);
                 if e.flags & DESC_F_INDIRECT != 0 || !f(&e) {
                     return false;
@@ -351,50 +390,53 @@ impl VirtQueue {
         }
     }
 
-    /// Entries the guest made available, or None (and the ring marked broken) when the guest's
-    /// index is more than a ring ahead of ours.
+    /// Entries the guest made available (at least `want` if it has that many), or None (and
+    /// the ring marked broken) when the guest's index is more than a ring ahead of ours.
+    ///
+    /// avail.idx is loaded (Acquire) only when the index seen last time leaves fewer than
+    /// `want` entries: the load usually misses the cache (the guest just wrote that line).
     #[inline]
-    fn available(&mut self) -> Option<u16> {
+    fn available(&mut self, want: usize) -> Option<u16> {
+        let n = self.avail_shadow.wrapping_sub(self.last_avail);
+        if usize::from(n) >= want {
+            return Some(n);
+        }
         let idx = self.avail_atomic(2).load(Ordering::Acquire);
         let n = idx.wrapping_sub(self.last_avail);
         if n > self.size {
             self.broken = true;
             return None;
         }
-        self.avail_seen = idx;
+        self.avail_shadow = idx;
         Some(n)
     }
 
-    /// Prefetch hints for the next `n` chains from `last_avail`: their avail entries, then
-    /// (read, or `write` for chains we fill) the head descriptor and, for a one-descriptor
-    /// chain, its buffer — lines the guest's core wrote last.
+    /// Reads one transmit chain (guest → us) into `pkt` (cleared, `queue` set by the caller),
+    /// skipping the virtio-net header. `hint`: region of the last buffer translated.
     #[inline]
-    fn prefetch_chains(&self, n: u16, write: bool) {
-        let dm = self.mem.map(self.desc_reg);
-        for k in 0..n {
-            let head = self.avail_entry(self.last_avail.wrapping_add(k));
-            if head >= self.size {
-                continue;
-            }
-            if let Some(ds) = dm.seg(self.desc_off + 16 * usize::from(head), 16) {
-                ds.prefetch();
-                if let Some(d) = ds.read_array::<16>(0).map(|b| Desc::parse(&b)) {
-                    if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 {
-                        match (write, self.mem.gpa_seg_mut(d.addr, d.len.min(64))) {
-                            (true, Some(b)) => b.prefetch_write(),
-                            (false, Some(b)) => b.as_seg().prefetch(),
-                            _ => {}
-                        }
+    fn parse_tx_chain(&self, head: u16, pkt: &mut PktRef, hint: &mut usize) -> bool {
+        let mem = &*self.mem;
+        let hdr = self.hdr_len as u32;
+        // Fast path: header and frame in one descriptor (what virtio_user sends). Same checks
+        // as the walk below: read-only buffer inside one region, frame of 1..=MAX_FRAME bytes.
+        if head < self.size {
+            if let Some(d) = self.read_desc(head) {
+                if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT | DESC_F_WRITE) == 0 {
+                    if d.len <= hdr || d.len - hdr > MAX_FRAME {
+                        return false;
                     }
+                    return match mem.gpa_seg_skip(hint, d.addr, d.len, hdr) {
+                        Some(s) => {
+                            let q = pkt.queue;
+                            pkt.set_single(s, q);
+                            true
+                        }
+                        None => false,
+                    };
                 }
             }
         }
-    }
-
-    /// Reads one transmit chain (guest → us) into `pkt`, skipping the virtio-net header.
-    fn parse_tx_chain(&self, head: u16, pkt: &mut PktRef) -> bool {
-        let mem = &*self.mem;
-        let mut skip = self.hdr_len as u32;
+        let mut skip = hdr;
         let mut total = 0u64;
         let ok = self.walk(head, |d| {
             if d.flags & DESC_F_WRITE != 0 {
@@ -407,19 +449,15 @@ impl VirtQueue {
             if d.len == 0 {
                 return true;
             }
-            if mem.gpa_seg(d.addr, d.len).is_none() {
+            let Some(seg) = mem.gpa_seg_skip(hint, d.addr, d.len, skip.min(d.len)) else {
                 return false;
-            }
+            };
             if skip >= d.len {
                 skip -= d.len;
                 return true;
             }
-            let seg = mem.gpa_seg(d.addr + u64::from(skip), d.len - skip);
             skip = 0;
-            match seg {
-                Some(s) => pkt.push_seg(s),
-                None => false,
-            }
+            pkt.push_seg(seg)
         });
         ok && skip == 0 && !pkt.is_empty() && pkt.len() <= MAX_FRAME
     }
@@ -435,25 +473,32 @@ impl VirtQueue {
         if !self.pending.is_empty() {
             self.rx_release();
         }
-        let Some(n) = self.available() else {
+        let want = out.len().min(MAX_BURST - self.pending.len());
+        let Some(n) = self.available(want) else {
             st.count_drop(Drop::BadDesc, 1);
             tracing::warn!("vhost-user: guest avail index ran ahead of the ring; ring stopped");
             return 0;
         };
-        let n = usize::from(n)
-            .min(out.len())
-            .min(MAX_BURST - self.pending.len());
-        // n <= MAX_BURST.
-        self.prefetch_chains(n as u16, false);
-        let mut k = 0;
-        for _ in 0..n {
-            let head = self.avail_entry(self.last_avail);
-            self.last_avail = self.last_avail.wrapping_add(1);
+        let n = usize::from(n).min(want);
+        // Take the burst's heads first and prefetch their descriptors (guest-written lines).
+        let first = self.pending.len();
+        for i in 0..n {
+            let head = self.avail_entry(self.last_avail.wrapping_add(i as u16));
+            self.prefetch_desc(head);
             self.pending.push(head);
+        }
+        self.last_avail = self.last_avail.wrapping_add(n as u16);
+        let mut k = 0;
+        let mut hint = self.region_hint;
+        for i in first..first + n {
+            let head = self.pending[i];
             let pkt = &mut out[k];
             pkt.clear();
             pkt.queue = q;
-            if self.parse_tx_chain(head, pkt) {
+            if self.parse_tx_chain(head, pkt, &mut hint) {
+                if let Some(s) = pkt.single() {
+                    s.prefetch();
+                }
                 st.rx_packets += 1;
                 st.rx_bytes += u64::from(pkt.len());
                 k += 1;
@@ -461,6 +506,7 @@ impl VirtQueue {
                 st.count_drop(Drop::BadDesc, 1);
             }
         }
+        self.region_hint = hint;
         if k == 0 {
             self.rx_release();
         }
@@ -487,29 +533,44 @@ impl VirtQueue {
             st.count_drop(Drop::RingFull, items.len() as u64);
             return 0;
         }
-        // What the last load showed is still available (only we consume); load again only
-        // when that is less than one chain per packet.
-        let mut left = self.avail_seen.wrapping_sub(self.last_avail);
-        if usize::from(left) < items.len() {
-            let Some(n) = self.available() else {
-                st.count_drop(Drop::BadDesc, items.len() as u64);
-                tracing::warn!("vhost-user: guest avail index ran ahead of the ring; ring stopped");
-                return 0;
-            };
-            left = n;
-        }
-        self.prefetch_chains(
-            left.min(u16::try_from(items.len()).unwrap_or(u16::MAX)),
-            true,
-        );
+        let Some(mut left) = self.available(items.len()) else {
+            st.count_drop(Drop::BadDesc, items.len() as u64);
+            tracing::warn!("vhost-user: guest avail index ran ahead of the ring; ring stopped");
+            return 0;
+        };
         let old = self.used_idx;
         let mut sent = 0;
+        let mut reloaded = false;
         for (i, it) in items.iter().enumerate() {
             let Some(mut rd) = PktReader::for_item(pkts, it, st) else {
                 continue;
             };
             let out_len = rd.out_len();
-            match self.put_packet(&mut rd, &mut left) {
+            let mut put = self.put_packet(&mut rd, &mut left);
+            if matches!(put, Put::NoRoom) && !reloaded {
+                // The index seen earlier may be stale (packets spanning several chains): look
+                // at avail.idx once more before dropping.
+                reloaded = true;
+                match self.available(usize::from(self.size)) {
+                    Some(n) if n > left => {
+                        left = n;
+                        rd = match PktReader::for_item(pkts, it, st) {
+                            Some(rd) => rd,
+                            None => continue,
+                        };
+                        put = self.put_packet(&mut rd, &mut left);
+                    }
+                    Some(_) => {}
+                    None => {
+                        st.count_drop(Drop::BadDesc, (items.len() - i) as u64);
+                        tracing::warn!(
+                            "vhost-user: guest avail index ran ahead of the ring; ring stopped"
+                        );
+                        break;
+                    }
+                }
+            }
+            match put {
                 Put::Sent => {
                     sent += 1;
                     st.tx_packets += 1;
@@ -536,11 +597,43 @@ impl VirtQueue {
     /// visible only when `publish_used` stores the new index. A packet that does not fit
     /// (`TooBig`) leaves `used_idx`/`last_avail` untouched, so its slots are simply reused.
     fn put_packet(&mut self, rd: &mut PktReader<'_>, left: &mut u16) -> Put {
+        let hdr_len = self.hdr_len;
+        if *left == 0 {
+            return Put::NoRoom;
+        }
+        // Fast path: the next chain is one writable descriptor with room for header and frame
+        // (what virtio_user and Linux post). Anything else takes the general loop below, which
+        // starts again at the same avail entry.
+        let head = self.avail_entry(self.last_avail);
+        if head < self.size {
+            if let Some(d) = self.read_desc(head) {
+                if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT | DESC_F_WRITE) == DESC_F_WRITE
+                    && u64::from(d.len) >= hdr_len as u64 + u64::from(rd.out_len())
+                {
+                    if let Some(s) = self
+                        .mem
+                        .gpa_seg_mut_hint(&mut self.region_hint, d.addr, d.len)
+                    {
+                        let hdr = if hdr_len == 12 {
+                            &ONE_BUF_HDR
+                        } else {
+                            &ZERO_HDR[..hdr_len]
+                        };
+                        s.write(0, hdr);
+                        let wrote = hdr_len + rd.fill(&s, hdr_len);
+                        self.write_used(self.used_idx, head, wrote as u32);
+                        self.used_idx = self.used_idx.wrapping_add(1);
+                        self.last_avail = self.last_avail.wrapping_add(1);
+                        *left -= 1;
+                        return Put::Sent;
+                    }
+                }
+            }
+        }
         let mut nch = 0u16;
         let mut cursor = self.last_avail;
         let mut room = *left;
         let mut hdr = SegMut::EMPTY;
-        let hdr_len = self.hdr_len;
         loop {
             if room == 0 {
                 return Put::NoRoom;
@@ -551,23 +644,20 @@ impl VirtQueue {
             let mut wrote = 0u32;
             let mut have_hdr = nch > 0;
             let mem = &*self.mem;
+            let mut hint = self.region_hint;
             let ok = self.walk(head, |d| {
                 if d.flags & DESC_F_WRITE == 0 {
                     return false;
                 }
-                let Some(s) = mem.gpa_seg_mut(d.addr, d.len) else {
+                let Some(s) = mem.gpa_seg_mut_hint(&mut hint, d.addr, d.len) else {
                     return false;
                 };
                 let mut off = 0usize;
                 if !have_hdr {
-                    let zeroed = if hdr_len == 12 {
-                        s.write_array(0, &ZERO_HDR)
-                    } else {
-                        s.write_array(0, &[0u8; 10])
-                    };
-                    if !zeroed {
+                    if (s.len() as usize) < hdr_len {
                         return false;
                     }
+                    s.write(0, &ZERO_HDR[..hdr_len]);
                     hdr = s;
                     have_hdr = true;
                     off = hdr_len;
@@ -605,7 +695,7 @@ impl VirtQueue {
             }
         }
         if hdr_len == 12 {
-            hdr.write_array(10, &nch.to_le_bytes());
+            hdr.write(10, &nch.to_le_bytes());
         }
         self.used_idx = self.used_idx.wrapping_add(nch);
         self.last_avail = cursor;
