@@ -60,11 +60,16 @@ for r in $(seq 1 "$ROUNDS"); do
         out=$WORK/$side.$r.md
         USWITCH_BIN=$WORK/$side "$ROOT/benches/loopback.sh" --cases "$CASE" --window "$WINDOW" \
             --warmup "$WARMUP" --out "$out" > /dev/null 2> "$WORK/$side.$r.err"
-        # Table row: | switch | reflector | ports | burst | Mpps/dir | aggregate | cycles/pkt | ...
+        # memif row: | switch | reflector | ports | burst | Mpps/dir | aggregate | cycles/pkt | ... | note |
+        # vhost row: | switch | transport | burst | Mpps/dir | aggregate | cycles/pkt | ... | note |
         row=$(grep -m1 '^| uswitch' "$out" 2>/dev/null || true)
-        mpps=$(echo "$row" | awk -F'|' '{gsub(/ /,"",$6); print $6}')
-        cyc=$(echo "$row" | awk -F'|' '{gsub(/ /,"",$8); print $8}')
-        note=$(echo "$row" | awk -F'|' '{gsub(/^ +| +$/,"",$12); print $12}')
+        case $CASE in
+            */vhost/*) mc=5; cc=7 ;;
+            *) mc=6; cc=8 ;;
+        esac
+        mpps=$(echo "$row" | awk -F'|' -v c=$mc '{gsub(/ /,"",$c); print $c}')
+        cyc=$(echo "$row" | awk -F'|' -v c=$cc '{gsub(/ /,"",$c); print $c}')
+        note=$(echo "$row" | awk -F'|' '{gsub(/^ +| +$/,"",$(NF-1)); print $(NF-1)}')
         printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$side" "${mpps:--}" "${cyc:--}" "$note" | tee -a "$WORK/runs.tsv" >&2
     done
 done
