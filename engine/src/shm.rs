@@ -92,16 +92,7 @@ impl Seg {
     /// Prefetches the first cache line (a hint; no effect on correctness).
     #[inline]
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        if !self.ptr.is_null() {
-            // SAFETY: prefetch never faults, even on a bad address.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch(
-                    self.ptr as *const i8,
-                    std::arch::x86_64::_MM_HINT_T0,
-                )
-            };
-        }
+        self.prefetch_at(0);
     }
 }
 

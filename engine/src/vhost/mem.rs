@@ -58,6 +58,18 @@ fn overlaps(a: u64, alen: u64, b: u64, blen: u64) -> bool {
     a < b.saturating_add(blen) && b < a.saturating_add(alen)
 }
 
+/// Where `addr..addr + len` falls against a region of `size` bytes starting at `start` and
+/// mapped at mapping offset `off`: None when `addr` is not in the region; `Some(None)` when it
+/// starts there but runs past the region's end; `Some(Some(mapping offset))` when it fits.
+#[inline]
+fn locate(start: u64, size: u64, off: u64, addr: u64, len: u64) -> Option<Option<usize>> {
+    let rel = addr.wrapping_sub(start);
+    if addr < start || rel >= size {
+        return None;
+    }
+    Some((len <= size - rel).then(|| (off + rel) as usize))
+}
+
 impl GuestMemory {
     /// Validates and maps a memory table. `files[i]` backs `regions[i]`.
     pub fn new(regions: &[RegionDesc], files: Vec<File>) -> Result<GuestMemory, VhostError> {
@@ -142,23 +154,19 @@ impl GuestMemory {
     /// region) and leaving the region found in `*hint`. Same checks whatever the hint.
     #[inline]
     fn find_gpa_hint(&self, hint: &mut usize, gpa: u64, len: u64) -> Option<(usize, usize)> {
-        if let Some(r) = self.regions.get(*hint) {
-            let rel = gpa.wrapping_sub(r.gpa);
-            if gpa >= r.gpa && rel < r.size {
-                if len > r.size - rel {
-                    return None;
-                }
-                return Some((*hint, (r.off + rel) as usize));
-            }
+        if let Some(hit) = self
+            .regions
+            .get(*hint)
+            .and_then(|r| locate(r.gpa, r.size, r.off, gpa, len))
+        {
+            return hit.map(|o| (*hint, o));
         }
         for (i, r) in self.regions.iter().enumerate() {
-            let rel = gpa.wrapping_sub(r.gpa);
-            if gpa >= r.gpa && rel < r.size {
-                if len > r.size - rel {
-                    return None;
+            if let Some(hit) = locate(r.gpa, r.size, r.off, gpa, len) {
+                if hit.is_some() {
+                    *hint = i;
                 }
-                *hint = i;
-                return Some((i, (r.off + rel) as usize));
+                return hit.map(|o| (i, o));
             }
         }
         None
@@ -166,16 +174,9 @@ impl GuestMemory {
 
     /// Region index and mapping offset of a frontend-virtual range (ring addresses).
     pub fn find_uva(&self, uva: u64, len: u64) -> Option<(usize, usize)> {
-        for (i, r) in self.regions.iter().enumerate() {
-            let rel = uva.wrapping_sub(r.uva);
-            if uva >= r.uva && rel < r.size {
-                if len > r.size - rel {
-                    return None;
-                }
-                return Some((i, (r.off + rel) as usize));
-            }
-        }
-        None
+        self.regions.iter().enumerate().find_map(|(i, r)| {
+            locate(r.uva, r.size, r.off, uva, len).map(|hit| hit.map(|o| (i, o)))
+        })?
     }
 
     /// The mapping of region `i` (ring access after [`Self::find_uva`]).
