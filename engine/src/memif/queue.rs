@@ -56,6 +56,16 @@ impl BufLayout {
     }
 }
 
+/// Outcome of placing one packet in a transmit ring.
+enum Placed {
+    /// Written; its length in bytes.
+    Sent(u32),
+    /// Dropped for this reason (not counted yet).
+    Dropped(Drop),
+    /// Dropped and already counted (`PktReader::for_item`).
+    Skipped,
+}
+
 /// A receive queue.
 pub struct RxQueue {
     pub ring: Ring,
@@ -334,15 +344,11 @@ impl TxQueue {
         // is a cross-core cache miss each time it is loaded: use the last value while it
         // leaves room for the whole burst.
         let mut room = self.room(self.peer_seen);
+        // Whether the peer's counter was loaded in this burst (a stale one may still be used).
+        let mut fresh = false;
         if room.is_none_or(|n| usize::from(n) < items.len()) {
-            let seen = match self.own {
-                Some(_) => self.ring.load_tail(r),
-                None => self.ring.load_head(r),
-            };
-            room = self.room(seen);
-            if room.is_some() {
-                self.peer_seen = seen;
-            }
+            room = self.reload_room(r);
+            fresh = true;
         }
         let Some(mut room) = room else {
             self.violation = Some("peer ring counter further than the ring size from ours");
@@ -369,52 +375,34 @@ impl TxQueue {
                 // One slot per packet (the common case); a wrong guess only wastes the hint.
                 self.prefetch_slot(descs, regions, pkts, items, i as u16 + TX_AHEAD);
             }
-            // Fast path: an unedited one-segment packet into one buffer, one copy.
-            if let (VlanEdit::Keep, Some(src)) = (
-                it.edit,
-                pkts.get(usize::from(it.idx)).and_then(PktRef::single),
-            ) {
-                match self.put_single(descs, regions, src, room) {
-                    Ok(()) => {
-                        room -= 1;
-                        self.counter = self.counter.wrapping_add(1);
-                        bytes += u64::from(src.len());
-                        sent += 1;
-                        continue;
+            let mut placed = self.place(r, descs, regions, pkts, it, &mut room, st);
+            if matches!(placed, Placed::Dropped(Drop::RingFull)) && !fresh {
+                // The room came from a stale peer counter (enough for one slot per packet,
+                // not for chains): load it once before dropping. `place` wrote nothing.
+                fresh = true;
+                match self.reload_room(r) {
+                    Some(n) if n > room => {
+                        room = n;
+                        placed = self.place(r, descs, regions, pkts, it, &mut room, st);
                     }
-                    Err(None) => {} // needs a chain: the general path below
-                    Err(Some(why)) => {
-                        st.count_drop(why, 1);
-                        if self.violation.is_some() {
-                            st.count_drop(Drop::RingFull, (items.len() - i - 1) as u64);
-                            break;
-                        }
-                        continue;
+                    Some(_) => {}
+                    None => {
+                        self.violation =
+                            Some("peer ring counter further than the ring size from ours");
                     }
                 }
             }
-            let Some(mut rd) = PktReader::for_item(pkts, it, st) else {
-                continue;
-            };
-            let out_len = rd.out_len();
-            let used = match self.own {
-                Some(bufs) => self.put_own(r, bufs, &mut rd, room),
-                None => self.put_peer(r, regions, &mut rd, room),
-            };
-            match used {
-                Ok(u) => {
-                    room -= u;
-                    self.counter = self.counter.wrapping_add(u);
-                    bytes += u64::from(out_len);
+            match placed {
+                Placed::Sent(b) => {
+                    bytes += u64::from(b);
                     sent += 1;
                 }
-                Err(why) => {
-                    st.count_drop(why, 1);
-                    if self.violation.is_some() {
-                        st.count_drop(Drop::RingFull, (items.len() - i - 1) as u64);
-                        break;
-                    }
-                }
+                Placed::Dropped(why) => st.count_drop(why, 1),
+                Placed::Skipped => {}
+            }
+            if self.violation.is_some() {
+                st.count_drop(Drop::RingFull, (items.len() - i - 1) as u64);
+                break;
             }
         }
         st.tx_packets += sent as u64;
@@ -431,6 +419,68 @@ impl TxQueue {
             }
         }
         sent
+    }
+
+    /// Loads the peer's counter and returns the room it leaves (remembered when valid).
+    #[inline]
+    fn reload_room(&mut self, r: &MmapRegion) -> Option<u16> {
+        let seen = match self.own {
+            Some(_) => self.ring.load_tail(r),
+            None => self.ring.load_head(r),
+        };
+        let room = self.room(seen);
+        if room.is_some() {
+            self.peer_seen = seen;
+        }
+        room
+    }
+
+    /// Places one packet: the one-copy fast path, else a (chained) general write. On success
+    /// advances our counter and takes the slots from `room`. A `RingFull` drop writes nothing,
+    /// so the packet may be placed again once there is more room.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn place(
+        &mut self,
+        r: &MmapRegion,
+        descs: DescTable,
+        regions: &[MmapRegion],
+        pkts: &[PktRef],
+        it: &TxItem,
+        room: &mut u16,
+        st: &mut QueueStats,
+    ) -> Placed {
+        // Fast path: an unedited one-segment packet into one buffer, one copy.
+        if let (VlanEdit::Keep, Some(src)) = (
+            it.edit,
+            pkts.get(usize::from(it.idx)).and_then(PktRef::single),
+        ) {
+            match self.put_single(descs, regions, src, *room) {
+                Ok(()) => {
+                    *room -= 1;
+                    self.counter = self.counter.wrapping_add(1);
+                    return Placed::Sent(src.len());
+                }
+                Err(None) => {} // needs a chain: the general path below
+                Err(Some(why)) => return Placed::Dropped(why),
+            }
+        }
+        let Some(mut rd) = PktReader::for_item(pkts, it, st) else {
+            return Placed::Skipped; // counted by `for_item`
+        };
+        let out_len = rd.out_len();
+        let used = match self.own {
+            Some(bufs) => self.put_own(r, bufs, &mut rd, *room),
+            None => self.put_peer(r, regions, &mut rd, *room),
+        };
+        match used {
+            Ok(u) => {
+                *room -= u;
+                self.counter = self.counter.wrapping_add(u);
+                Placed::Sent(out_len)
+            }
+            Err(why) => Placed::Dropped(why),
+        }
     }
 
     /// Slots we may fill given the peer's counter `seen`; None when it is further than the
