@@ -4,7 +4,8 @@
 # Topology: the switch under test owns two memif SERVER ports (A, B) on core 0 — testpmd io-fwd,
 # OVS-DPDK (NORMAL), uswitch bridge, uswitch xconnect — and a reflector on core 1 is the client
 # of both and sends back everything it receives (testpmd io --tx-first, or the zero-copy
-# `uswitch-bench reflect`). 64-byte frames; bursts 32 and 256; uswitch also with 16 ports
+# `uswitch-bench reflect`). 64-byte frames; bursts 32 and 256 (the reflector's and the switch's:
+# testpmd `--burst`, `uswitchd --burst`; OVS's PMD burst is fixed at 32); uswitch also with 16 ports
 # (8 bridges / 8 xconnects of 2 ports each: a single 16-port bridge would flood every frame 15x,
 # since reflected traffic never lets it learn the destination).
 # vhost-user (issue 7, cases '*/vhost/*'): the switch owns two vhost-user server sockets instead,
@@ -181,7 +182,7 @@ switch_start() { # KIND NPORTS BURST
             tp_cmd sw start
             ;;
         uswitch-bridge|uswitch-xconnect)
-            "$BIN/uswitchd" --control "$WORK/ctl.sock" --no-state --core 0 --log-level warn \
+            "$BIN/uswitchd" --control "$WORK/ctl.sock" --no-state --core 0 --burst "$burst" --log-level warn \
                 > "$WORK/uswitchd.log" 2>&1 &
             PIDS+=($!)
             for _ in $(seq 1 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done
@@ -416,7 +417,7 @@ vhost_switch_start() { # KIND BURST
             tp_cmd sw start
             ;;
         uswitch-bridge|uswitch-xconnect)
-            "$BIN/uswitchd" --control "$WORK/ctl.sock" --no-state --core 0 --log-level warn \
+            "$BIN/uswitchd" --control "$WORK/ctl.sock" --no-state --core 0 --burst "$burst" --log-level warn \
                 > "$WORK/uswitchd.log" 2>&1 &
             PIDS+=($!)
             for _ in $(seq 1 100); do [ -S "$WORK/ctl.sock" ] && break; sleep 0.1; done

@@ -108,6 +108,7 @@ impl Worker {
         let per = |c: u64, p: u64| if p == 0 { 0.0 } else { c as f64 / p as f64 };
         let s = WorkerStats {
             core: self.core,
+            burst: self.sw.burst(),
             busy_cycles: self.busy_cycles,
             idle_cycles: self.idle_cycles,
             iterations: self.iterations,

@@ -299,13 +299,14 @@ fn failed_restore_items_are_reported_rest_comes_up() {
 }
 
 /// Starts the daemon with the real dataplane (no `--fake-dataplane`).
-fn start_real(dir: &Path) -> Daemon {
+fn start_real(dir: &Path, extra: &[&str]) -> Daemon {
     let control = dir.join("ctl.sock");
     let child = Command::new(USWITCHD)
         .arg("--control")
         .arg(&control)
         .arg("--state")
         .arg(dir.join("state/state.json"))
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -349,7 +350,7 @@ fn links_up(c: &Path, ports: &[&str]) -> bool {
 fn real_dataplane_memif_self_loop_survives_restart() {
     let d = tempfile::tempdir().unwrap();
     let sock = d.path().join("loop.sock").display().to_string();
-    let dm = start_real(d.path());
+    let dm = start_real(d.path(), &[]);
     let c = dm.control.clone();
     ok(
         &c,
@@ -388,7 +389,7 @@ fn real_dataplane_memif_self_loop_survives_restart() {
         "memif server socket removed on shutdown"
     );
 
-    let dm = start_real(d.path());
+    let dm = start_real(d.path(), &[]);
     assert!(
         links_up(&dm.control, &["s", "k"]),
         "links did not come up after restart"
@@ -401,4 +402,34 @@ fn real_dataplane_memif_self_loop_survives_restart() {
     );
     let (code, _) = dm.stop();
     assert_eq!(code, 0);
+}
+
+/// `--burst N` sets the worker's rx burst (shown by `stats --worker`); values outside
+/// 1..=256 are refused with a clear error before anything starts.
+#[test]
+fn burst_option_is_applied_and_checked() {
+    let d = tempfile::tempdir().unwrap();
+    for bad in ["0", "257", "x"] {
+        let o = Command::new(USWITCHD)
+            .args(["--no-state", "--control"])
+            .arg(d.path().join("bad.sock"))
+            .args(["--burst", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "--burst {bad}: {err}");
+        assert!(err.contains("--burst"), "--burst {bad}: {err}");
+        assert!(!d.path().join("bad.sock").exists());
+    }
+    let dm = start_real(d.path(), &["--burst", "128"]);
+    let w: serde_json::Value =
+        serde_json::from_str(&ok(&dm.control, &["--json", "stats", "--worker"])).unwrap();
+    assert_eq!(w["burst"], 128, "{w}");
+    assert!(ok(&dm.control, &["stats", "--worker"]).contains("burst:              128"));
+    let (code, _) = dm.stop();
+    assert_eq!(code, 0);
+    let dm = start_real(d.path(), &[]);
+    let w: serde_json::Value =
+        serde_json::from_str(&ok(&dm.control, &["--json", "stats", "--worker"])).unwrap();
+    assert_eq!(w["burst"], 32, "the default");
 }

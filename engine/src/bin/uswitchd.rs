@@ -37,6 +37,12 @@ struct Args {
     /// Pin the dataplane worker to this CPU.
     #[arg(long, value_name = "N")]
     core: Option<usize>,
+    /// Packets the worker asks each rx queue for per poll (like testpmd's `--burst`); also
+    /// the most packets one `tx_burst` carries. Larger bursts spread per-burst costs (ring
+    /// counters, notifications) over more packets at the price of latency.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=uswitch::port::MAX_BURST as i64))]
+    burst: u16,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         worker_core: args.core,
     };
     let core = args.core;
+    let burst = usize::from(args.burst);
     let started = if args.fake_dataplane {
         tracing::warn!("running with the fake dataplane: no packets are forwarded");
         Daemon::start(
@@ -123,7 +130,11 @@ fn main() -> ExitCode {
     } else {
         Daemon::start(
             &opts,
-            || Ok(Box::new(Dataplane::start(core)?) as Box<dyn Backend>),
+            || {
+                let dp = Dataplane::start(core)?;
+                dp.set_burst(burst).map_err(std::io::Error::other)?;
+                Ok(Box::new(dp) as Box<dyn Backend>)
+            },
             real_port_factory(),
         )
     };

@@ -16,8 +16,12 @@
 //! are mostly one or a few flows); the destination cache is dropped when learning changes the
 //! table, so results are exactly those of per-packet lookups. A run of packets whose first 16
 //! bytes (MACs, TPID/ethertype, TCI) equal the previous packet's reuses its verdict outright (no
-//! classification, learning or lookup), and a flood with exactly one eligible member is
-//! decided as a unicast to it (a two-port bridge never walks the member list per packet).
+//! classification, learning or lookup) and is queued as one range of burst indices (a burst of
+//! one flow is one decision and one range). A flood with exactly one eligible member is decided
+//! as a unicast to it (a two-port bridge never walks the member list per packet).
+//!
+//! Packet data is not prefetched here: the receiving ports prefetch the first line of each
+//! packet as they take it off their ring.
 //!
 //! Hot path rules: no allocation (batches and the dirty list are preallocated at member add),
 //! no locks, no syscalls, no clock reads (`now` comes from the worker's control tick).
@@ -25,9 +29,6 @@ use super::fdb::{Fdb, FdbKey, Learned};
 use super::vlan::{Ingress, HEAD_LEN};
 use super::Bridge;
 use crate::port::{PktRef, TxItem, VlanEdit, MAX_BURST};
-
-/// How far ahead packet data is prefetched.
-const PREFETCH: usize = 4;
 
 /// The I/G bit (multicast/broadcast) of a MAC held as a 48-bit big-endian number.
 const GROUP_BIT: u64 = 1 << 40;
@@ -55,24 +56,24 @@ impl Bridge {
         let dirty = &mut self.dirty;
         let fdb = &mut self.fdb;
 
-        let mut push = |m: usize, idx: usize, edit: VlanEdit| {
+        // Queues packets `from..to` (consecutive burst indices) for member `m`.
+        let mut push = |m: usize, from: usize, to: usize, edit: VlanEdit| {
             let b = &mut batches[m];
             if b.len == 0 {
                 // Capacity is reserved for every member: never allocates.
                 dirty.push(m as u16);
             }
-            b.items[usize::from(b.len)] = TxItem {
-                idx: idx as u16,
-                edit,
-            };
-            b.len += 1;
+            let at = usize::from(b.len);
+            // A burst has at most MAX_BURST packets, each queued at most once per member.
+            for (k, slot) in b.items[at..at + (to - from)].iter_mut().enumerate() {
+                *slot = TxItem {
+                    idx: (from + k) as u16,
+                    edit,
+                };
+            }
+            b.len += (to - from) as u16;
         };
 
-        for p in pkts.iter().take(PREFETCH) {
-            if let Some(s) = p.segs().first() {
-                s.prefetch();
-            }
-        }
         // Per-burst caches: bursts are mostly one or a few flows. The source cache skips a
         // refresh that would store the same `now` again; the destination cache is dropped
         // whenever learning changes the table.
@@ -80,15 +81,9 @@ impl Bridge {
         let mut last_dst = FdbKey::NONE;
         let mut last_hit = None;
         let mut no_route = 0u32;
-        // Runs of equal heads: a packet whose first 16 bytes (MACs, TPID/ethertype, TCI) equal
-        // the previous packet's gets the previous verdict. Exact: classification reads only
-        // those bytes, learning the same source again changes nothing, and the table only
-        // changes through learning.
-        let mut run: Option<(u128, Verdict)> = None;
-        for (i, pkt) in pkts.iter().enumerate() {
-            if let Some(s) = pkts.get(i + PREFETCH).and_then(|p| p.segs().first()) {
-                s.prefetch();
-            }
+        let mut i = 0usize;
+        while i < pkts.len() {
+            let pkt = &pkts[i];
             // Fast path: the whole head in the first segment (a fixed-size copy).
             let (head, n) = match pkt.segs().first().and_then(|s| s.read_array::<HEAD_LEN>(0)) {
                 Some(h) => (h, HEAD_LEN),
@@ -98,35 +93,47 @@ impl Bridge {
                     (h, n)
                 }
             };
-            let h16 = (n >= 16).then(|| head16(&head));
-            let verdict = match (run, h16) {
-                (Some((prev, v)), Some(h)) if prev == h => v,
-                _ => {
-                    let v = decide(
-                        &head[..n],
-                        in_vlan,
-                        members,
-                        fdb,
-                        in_m,
-                        now,
-                        (&mut last_src, &mut last_dst, &mut last_hit),
-                    );
-                    run = h16.map(|h| (h, v));
-                    v
-                }
-            };
-            match verdict {
-                Verdict::Drop => no_route += 1,
-                Verdict::To(m, edit) => push(usize::from(m), i, edit),
-                Verdict::Flood(ing) => {
-                    if flood(members, in_m, ing, i, &mut push) == 0 {
-                        no_route += 1;
-                    }
+            let verdict = decide(
+                &head[..n],
+                in_vlan,
+                members,
+                fdb,
+                in_m,
+                now,
+                (&mut last_src, &mut last_dst, &mut last_hit),
+            );
+            // The run: following packets whose first segment starts with the same 16 bytes
+            // (MACs, TPID/ethertype, TCI) get the same verdict. Exact: classification reads
+            // only those bytes, learning the same source again changes nothing, and the table
+            // only changes through learning. A head not in the first segment ends the run.
+            let mut end = i + 1;
+            if let Some(key) = head16(pkt) {
+                while end < pkts.len() && head16(&pkts[end]) == Some(key) {
+                    end += 1;
                 }
             }
+            match verdict {
+                Verdict::To(m, edit) => push(usize::from(m), i, end, edit),
+                Verdict::Flood(ing) => {
+                    if flood(members, in_m, ing, (i, end), &mut push) == 0 {
+                        no_route += (end - i) as u32;
+                    }
+                }
+                Verdict::Drop => no_route += (end - i) as u32,
+            }
+            i = end;
         }
         no_route
     }
+}
+
+/// The first 16 bytes of the packet's first segment as one number (None when shorter).
+#[inline]
+fn head16(pkt: &PktRef) -> Option<u128> {
+    pkt.segs()
+        .first()
+        .and_then(|s| s.read_array::<16>(0))
+        .map(u128::from_ne_bytes)
 }
 
 /// Where one packet goes.
@@ -135,14 +142,6 @@ enum Verdict {
     Drop,
     To(u16, VlanEdit),
     Flood(Ingress),
-}
-
-/// The first 16 bytes of the head as one number (for run detection).
-#[inline]
-fn head16(head: &[u8; HEAD_LEN]) -> u128 {
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&head[..16]);
-    u128::from_ne_bytes(b)
 }
 
 /// The per-packet decision: classify, learn the source, look the destination up. `caches` are
@@ -213,15 +212,15 @@ fn decide(
     }
 }
 
-/// Queues packet `idx` for every member but `in_m` that is up and carries the VLAN; returns
-/// how many copies were queued.
+/// Queues packets `range.0..range.1` for every member but `in_m` that is up and carries the
+/// VLAN; returns to how many members.
 #[inline]
 fn flood(
     members: &[super::MemberInfo],
     in_m: u16,
     ing: Ingress,
-    idx: usize,
-    push: &mut impl FnMut(usize, usize, VlanEdit),
+    range: (usize, usize),
+    push: &mut impl FnMut(usize, usize, usize, VlanEdit),
 ) -> u32 {
     let mut sent = 0;
     for (m, info) in members.iter().enumerate() {
@@ -229,7 +228,7 @@ fn flood(
             continue;
         }
         if let Some(edit) = info.vlan.egress(ing) {
-            push(m, idx, edit);
+            push(m, range.0, range.1, edit);
             sent += 1;
         }
     }

@@ -151,6 +151,9 @@ pub struct FdbEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
     pub core: Option<usize>,
+    /// Packets asked for per `rx_burst` (`uswitchd --burst`); 0 from a daemon that predates it.
+    #[serde(default)]
+    pub burst: usize,
     /// TSC cycles in loop iterations that moved at least one packet.
     pub busy_cycles: u64,
     /// TSC cycles in iterations that moved nothing.

@@ -199,6 +199,7 @@ impl Backend for FakeBackend {
         if clear {
             s.worker = WorkerStats {
                 core: w.core,
+                burst: w.burst,
                 ..WorkerStats::default()
             };
         }

@@ -228,7 +228,8 @@ pub fn worker(w: &WorkerStats) -> String {
         .core
         .map_or_else(|| "not pinned".to_string(), |c| c.to_string());
     format!(
-        "core:               {core}\niterations:         {}\npackets:            {}\nbusy cycles:        {} ({busy_pct:.1}% of loop cycles)\nidle cycles:        {}\nbusy cycles/packet: {:.1}\nstalls:             {} ({} cycles, {} packets)\ncycles/packet incl. stalls: {:.1}\n",
+        "core:               {core}\nburst:              {}\niterations:         {}\npackets:            {}\nbusy cycles:        {} ({busy_pct:.1}% of loop cycles)\nidle cycles:        {}\nbusy cycles/packet: {:.1}\nstalls:             {} ({} cycles, {} packets)\ncycles/packet incl. stalls: {:.1}\n",
+        w.burst,
         w.iterations,
         w.packets,
         w.busy_cycles,

@@ -335,17 +335,39 @@ fn bad_descriptors_are_dropped_and_counted() {
         .read(0, &mut got);
     assert_eq!(got.to_vec(), payload(60, 3));
 
-    // The client lies about a buffer: offset outside the region. Protocol violation.
+    // The client lies about a buffer in the middle of a burst (slot 3 of 2..5): offset outside
+    // the region. The packet before it is sent, the lie is a protocol violation (the packet
+    // dropped as a bad descriptor, the rest of the burst as ring-full), nothing is written
+    // into the slots after it.
+    for s in [2u16, 4] {
+        let d = Desc {
+            offset: raw.buf_off(1, u32::from(s)),
+            ..good(0, BSIZE, 0)
+        };
+        raw.s2c.write_desc(r, s, &d);
+    }
     raw.s2c.write_desc(
         r,
-        2,
+        3,
         &Desc {
             offset: r.len() as u32,
             ..good(0, BSIZE, 0)
         },
     );
-    raw.s2c.store_head(r, 3);
-    assert_eq!(send(&mut server, 0, &frames[..1]), 0);
+    raw.s2c.store_head(r, 5);
+    let before = server.stats().queues[0];
+    assert_eq!(send(&mut server, 0, &frames), 1);
+    let after = server.stats().queues[0];
+    assert_eq!(after.drop_bad_desc - before.drop_bad_desc, 1);
+    assert_eq!(after.drop_ring_full - before.drop_ring_full, 1);
+    assert_eq!(raw.s2c.load_tail(r), 3);
+    assert_eq!(raw.s2c.read_desc(r, 2).length, 60);
+    assert_eq!(raw.s2c.read_desc(r, 4).length, BSIZE, "untouched");
+    assert_eq!(
+        send(&mut server, 0, &frames[..1]),
+        0,
+        "no traffic after a violation"
+    );
     server.poll_control(Instant::now());
     assert!(!server.link_up());
     let st = server.stats();

@@ -24,7 +24,7 @@
 use crate::memif::ring::{check_desc, check_desc_mut, DescTable, Ring};
 use crate::memif::wire::{Desc, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
 use crate::port::{Drop, PktReader, PktRef, QueueStats, TxItem, VlanEdit, MAX_FRAME, MAX_SEGS};
-use crate::shm::{MmapRegion, Seg};
+use crate::shm::{MmapRegion, Seg, SegMut};
 use std::os::fd::OwnedFd;
 
 /// Largest single buffer a server-role queue accepts from a client descriptor.
@@ -33,6 +33,8 @@ pub const MAX_PEER_BUFFER: u32 = 65536;
 const MAX_TX_CHAIN: usize = 64;
 /// How many packets ahead a transmit burst prefetches source and destination buffers.
 const TX_AHEAD: u16 = 4;
+/// Slots the server-role transmit fast loop validates and prefetches per pass.
+const FAST_CHUNK: usize = 32;
 
 /// Buffers owned by a client-role ring: slot `i` uses `base + (i & mask) * size` in `region`.
 #[derive(Debug, Clone, Copy)]
@@ -215,6 +217,9 @@ impl RxQueue {
                 avail -= 1;
                 match check_desc(&d, regions, single_max) {
                     Some(seg) if d.length > 0 => {
+                        // The frame was written by the peer's core: start fetching its first
+                        // line now, so the forwarding decision and the copy find it arriving.
+                        seg.prefetch();
                         out[n].set_single(seg, q);
                         bytes += u64::from(d.length);
                         n += 1;
@@ -370,6 +375,20 @@ impl TxQueue {
         }
         let mut sent = 0usize;
         let mut bytes = 0u64;
+        let mut items = items;
+        if self.own.is_none() {
+            // The common case in two tight passes per chunk; it stops at the first packet it
+            // does not handle, which the loop below then places.
+            let done = self.burst_peer_fast(descs, regions, pkts, &items[..usize::from(fill)]);
+            sent = done.0;
+            bytes = done.1;
+            room -= sent as u16;
+            items = &items[sent..];
+            if items.is_empty() {
+                return self.publish(r, sent, bytes, st);
+            }
+        }
+        let fill = fill - sent as u16;
         for (i, it) in items.iter().enumerate() {
             if (i as u16) < fill.saturating_sub(TX_AHEAD) {
                 // One slot per packet (the common case); a wrong guess only wastes the hint.
@@ -405,6 +424,13 @@ impl TxQueue {
                 break;
             }
         }
+        self.publish(r, sent, bytes, st)
+    }
+
+    /// Ends a burst: counts `sent` packets of `bytes`, publishes our counter and signals the
+    /// peer (unless it masked interrupts) when anything was sent. Returns `sent`.
+    #[inline]
+    fn publish(&mut self, r: &MmapRegion, sent: usize, bytes: u64, st: &mut QueueStats) -> usize {
         st.tx_packets += sent as u64;
         st.tx_bytes += bytes;
         if sent > 0 {
@@ -419,6 +445,72 @@ impl TxQueue {
             }
         }
         sent
+    }
+
+    /// Server-role fast loop over `items` (at most the room left, so no slot check): per chunk
+    /// of [`FAST_CHUNK`], pass 1 copies and validates the client's descriptors for the next
+    /// slots (region, offset + length inside it, length <= [`MAX_PEER_BUFFER`]) and prefetches
+    /// their buffers for writing and the sources for reading; pass 2 copies each unedited
+    /// one-segment packet that fits its slot's buffer and writes the descriptor back from the
+    /// validated copy (never re-read: the client may change it meanwhile). Stops at the first
+    /// descriptor or packet it does not handle (bad descriptor, edit, chain, too long for the
+    /// buffer), leaving it to the general path, which counts or places it. Returns (packets
+    /// sent, bytes); our counter is advanced past them.
+    #[inline]
+    fn burst_peer_fast(
+        &mut self,
+        descs: DescTable,
+        regions: &[MmapRegion],
+        pkts: &[PktRef],
+        items: &[TxItem],
+    ) -> (usize, u64) {
+        let mut done = 0usize;
+        let mut bytes = 0u64;
+        let mut slot = [(Desc::default(), SegMut::EMPTY); FAST_CHUNK];
+        while done < items.len() {
+            let chunk = &items[done..items.len().min(done + FAST_CHUNK)];
+            let mut ok = 0usize;
+            for (k, it) in chunk.iter().enumerate() {
+                let d = descs.get(self.counter.wrapping_add(k as u16));
+                let Some(dst) = check_desc_mut(&d, regions, MAX_PEER_BUFFER) else {
+                    break;
+                };
+                dst.prefetch_write();
+                if let Some(src) = pkts.get(usize::from(it.idx)).and_then(|p| p.segs().first()) {
+                    src.prefetch();
+                }
+                slot[k] = (d, dst);
+                ok += 1;
+            }
+            let mut k = 0usize;
+            while k < ok {
+                let it = &chunk[k];
+                let Some(src) = pkts
+                    .get(usize::from(it.idx))
+                    .filter(|_| it.edit == VlanEdit::Keep)
+                    .and_then(PktRef::single)
+                else {
+                    break;
+                };
+                let (mut d, dst) = slot[k];
+                let len = src.len();
+                if len > d.length {
+                    break;
+                }
+                dst.copy_from(0, src, 0, len as usize);
+                d.length = len;
+                d.flags = 0;
+                descs.put(self.counter, &d);
+                self.counter = self.counter.wrapping_add(1);
+                bytes += u64::from(len);
+                k += 1;
+            }
+            done += k;
+            if k < chunk.len() {
+                break;
+            }
+        }
+        (done, bytes)
     }
 
     /// Loads the peer's counter and returns the room it leaves (remembered when valid).
