@@ -450,7 +450,8 @@ impl TxQueue {
     /// Server-role fast loop over `items` (at most the room left, so no slot check): per chunk
     /// of [`FAST_CHUNK`], pass 1 copies and validates the client's descriptors for the next
     /// slots (region, offset + length inside it, length <= [`MAX_PEER_BUFFER`]) and prefetches
-    /// their buffers for writing and the sources for reading; pass 2 copies each unedited
+    /// their buffers for writing (the receiving port prefetched the sources); pass 2 copies
+    /// each unedited
     /// one-segment packet that fits its slot's buffer and writes the descriptor back from the
     /// validated copy (never re-read: the client may change it meanwhile). Stops at the first
     /// descriptor or packet it does not handle (bad descriptor, edit, chain, too long for the
@@ -470,15 +471,12 @@ impl TxQueue {
         while done < items.len() {
             let chunk = &items[done..items.len().min(done + FAST_CHUNK)];
             let mut ok = 0usize;
-            for (k, it) in chunk.iter().enumerate() {
+            for k in 0..chunk.len() {
                 let d = descs.get(self.counter.wrapping_add(k as u16));
                 let Some(dst) = check_desc_mut(&d, regions, MAX_PEER_BUFFER) else {
                     break;
                 };
                 dst.prefetch_write();
-                if let Some(src) = pkts.get(usize::from(it.idx)).and_then(|p| p.segs().first()) {
-                    src.prefetch();
-                }
                 slot[k] = (d, dst);
                 ok += 1;
             }
