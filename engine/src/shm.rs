@@ -108,7 +108,7 @@ unsafe fn copy_bytes(src: *const u8, dst: *mut u8, n: usize) {
     // SAFETY (all three arms): every access lies within src..src+n or dst..dst+n
     // (16 <= n: offsets 0 and n-16 with 16 bytes; 32 <= n: 0 and n-32 with 32 bytes); all
     // loads happen before the stores.
-    if n > 64 || n < 16 {
+    if !(16..=64).contains(&n) {
         unsafe { std::ptr::copy(src, dst, n) };
     } else if n >= 32 {
         unsafe {

@@ -373,20 +373,14 @@ impl TxQueue {
         for k in 0..fill.min(TX_AHEAD) {
             self.prefetch_slot(descs, regions, pkts, items, k);
         }
-        let mut sent = 0usize;
-        let mut bytes = 0u64;
-        let mut items = items;
-        if self.own.is_none() {
-            // The common case in two tight passes per chunk; it stops at the first packet it
-            // does not handle, which the loop below then places.
-            let done = self.burst_peer_fast(descs, regions, pkts, &items[..usize::from(fill)]);
-            sent = done.0;
-            bytes = done.1;
-            room -= sent as u16;
-            items = &items[sent..];
-            if items.is_empty() {
-                return self.publish(r, sent, bytes, st);
-            }
+        // The common case in two tight passes per chunk; it stops at the first packet it does
+        // not handle, which the loop below then places.
+        let (mut sent, mut bytes) =
+            self.burst_fast(descs, regions, pkts, &items[..usize::from(fill)]);
+        room -= sent as u16;
+        let items = &items[sent..];
+        if items.is_empty() {
+            return self.publish(r, sent, bytes, st);
         }
         let fill = fill - sent as u16;
         for (i, it) in items.iter().enumerate() {
@@ -447,18 +441,19 @@ impl TxQueue {
         sent
     }
 
-    /// Server-role fast loop over `items` (at most the room left, so no slot check): per chunk
-    /// of [`FAST_CHUNK`], pass 1 copies and validates the client's descriptors for the next
-    /// slots (region, offset + length inside it, length <= [`MAX_PEER_BUFFER`]) and prefetches
-    /// their buffers for writing (the receiving port prefetched the sources); pass 2 copies
-    /// each unedited
-    /// one-segment packet that fits its slot's buffer and writes the descriptor back from the
-    /// validated copy (never re-read: the client may change it meanwhile). Stops at the first
-    /// descriptor or packet it does not handle (bad descriptor, edit, chain, too long for the
-    /// buffer), leaving it to the general path, which counts or places it. Returns (packets
-    /// sent, bytes); our counter is advanced past them.
+    /// The transmit fast loop over `items` (at most the room left, so no slot check), both
+    /// roles: per chunk of [`FAST_CHUNK`], pass 1 takes the descriptors of the next slots (the
+    /// server role copies the client's out and validates them: region, offset + length inside
+    /// it, length <= [`MAX_PEER_BUFFER`]; the client role builds its own from the buffer
+    /// layout) and prefetches their buffers for writing (the receiving port prefetched the
+    /// sources); pass 2 copies each unedited one-segment packet that fits its slot's buffer
+    /// and writes the descriptor from the validated copy (never re-read: the client may change
+    /// it meanwhile). Stops at the first descriptor or packet it does not handle (bad
+    /// descriptor, edit, chain, too long for the buffer), leaving it to the general path,
+    /// which counts or places it. Returns (packets sent, bytes); our counter is advanced past
+    /// them.
     #[inline]
-    fn burst_peer_fast(
+    fn burst_fast(
         &mut self,
         descs: DescTable,
         regions: &[MmapRegion],
@@ -470,16 +465,16 @@ impl TxQueue {
         let mut slot = [(Desc::default(), SegMut::EMPTY); FAST_CHUNK];
         while done < items.len() {
             let chunk = &items[done..items.len().min(done + FAST_CHUNK)];
-            let mut ok = 0usize;
-            for k in 0..chunk.len() {
-                let d = descs.get(self.counter.wrapping_add(k as u16));
-                let Some(dst) = check_desc_mut(&d, regions, MAX_PEER_BUFFER) else {
-                    break;
-                };
-                dst.prefetch_write();
-                slot[k] = (d, dst);
-                ok += 1;
-            }
+            // One loop per role (the role is fixed for the queue's life).
+            let ring = &self.ring;
+            let ok = match self.own {
+                Some(bufs) => take_slots(&mut slot[..chunk.len()], self.counter, regions, |c| {
+                    (bufs.desc(ring, c, bufs.size, 0), bufs.size)
+                }),
+                None => take_slots(&mut slot[..chunk.len()], self.counter, regions, |c| {
+                    (descs.get(c), MAX_PEER_BUFFER)
+                }),
+            };
             let mut k = 0usize;
             while k < ok {
                 let it = &chunk[k];
@@ -741,4 +736,26 @@ impl TxQueue {
         }
         Ok(n as u16)
     }
+}
+
+/// Pass 1 of [`TxQueue::burst_fast`]: fills `slots` with the descriptors of the slots from
+/// `counter` on (`desc(counter)` gives a slot's descriptor and its buffer size limit), each
+/// validated against the regions, and prefetches each buffer for writing. Stops at the first
+/// invalid one; returns how many were taken.
+#[inline(always)]
+fn take_slots(
+    slots: &mut [(Desc, SegMut)],
+    counter: u16,
+    regions: &[MmapRegion],
+    desc: impl Fn(u16) -> (Desc, u32),
+) -> usize {
+    for (k, sl) in slots.iter_mut().enumerate() {
+        let (d, max) = desc(counter.wrapping_add(k as u16));
+        let Some(dst) = check_desc_mut(&d, regions, max) else {
+            return k;
+        };
+        dst.prefetch_write();
+        *sl = (d, dst);
+    }
+    slots.len()
 }
