@@ -206,6 +206,14 @@ impl<'a> PktReader<'a> {
     pub fn fill(&mut self, dst: &SegMut, dst_off: usize) -> usize {
         let mut written = 0usize;
         let cap = (dst.len() as usize).saturating_sub(dst_off);
+        // Fast path: a whole unedited one-segment packet that fits (one copy, no loop).
+        if let (VlanEdit::Keep, 0, Some(src)) = (self.edit, self.out_pos, self.pkt.single()) {
+            if src.len() == self.out_len && self.out_len as usize <= cap {
+                // Both lengths were checked, so the whole packet is copied.
+                self.out_pos = self.out_len;
+                return dst.copy_from(dst_off, src, 0, self.out_len as usize);
+            }
+        }
         while written < cap && !self.done() {
             let room = cap - written;
             match self.src_pos(self.out_pos) {
