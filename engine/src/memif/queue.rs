@@ -33,7 +33,7 @@ pub const MAX_PEER_BUFFER: u32 = 65536;
 const MAX_TX_CHAIN: usize = 64;
 /// How many packets ahead a transmit burst prefetches source and destination buffers.
 const TX_AHEAD: u16 = 4;
-/// Slots the server-role transmit fast loop validates and prefetches per pass.
+/// Slots the transmit fast loop takes (validates, prefetches) per pass.
 const FAST_CHUNK: usize = 32;
 
 /// Buffers owned by a client-role ring: slot `i` uses `base + (i & mask) * size` in `region`.
@@ -363,16 +363,14 @@ impl TxQueue {
         let Some(descs) = self.ring.descs(r) else {
             return 0;
         };
-        // Prefetch (hints only): the client's descriptors for the slots this burst fills, then
-        // per packet the source and the destination buffer TX_AHEAD packets ahead, so the
-        // cross-core cache misses of the copies overlap instead of stalling one by one.
+        // Prefetch (hints only): the descriptors for the slots this burst fills; the fast loop
+        // then prefetches its destination buffers a chunk at a time, the general loop the
+        // source and destination TX_AHEAD packets ahead, so the cross-core cache misses of the
+        // copies overlap instead of stalling one by one.
         let fill = room.min(u16::try_from(items.len()).unwrap_or(u16::MAX));
         // Server role: the client's descriptors are read, then rewritten (length, flags);
         // client role: ours are only written.
         descs.prefetch(self.counter, fill, true);
-        for k in 0..fill.min(TX_AHEAD) {
-            self.prefetch_slot(descs, regions, pkts, items, k);
-        }
         // The common case in two tight passes per chunk; it stops at the first packet it does
         // not handle, which the loop below then places.
         let (mut sent, mut bytes) =
@@ -383,6 +381,9 @@ impl TxQueue {
             return self.publish(r, sent, bytes, st);
         }
         let fill = fill - sent as u16;
+        for k in 0..fill.min(TX_AHEAD) {
+            self.prefetch_slot(descs, regions, pkts, items, k);
+        }
         for (i, it) in items.iter().enumerate() {
             if (i as u16) < fill.saturating_sub(TX_AHEAD) {
                 // One slot per packet (the common case); a wrong guess only wastes the hint.
