@@ -151,7 +151,8 @@ pub struct FdbEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
     pub core: Option<usize>,
-    /// Packets asked for per `rx_burst` (`uswitchd --burst`); 0 from a daemon that predates it.
+    /// Packets asked for per `rx_burst` (`uswitchd --burst`); 0 when unknown (a daemon that
+    /// predates it, or the fake dataplane).
     #[serde(default)]
     pub burst: usize,
     /// TSC cycles in loop iterations that moved at least one packet.

@@ -19,8 +19,10 @@
 //! descriptor array is taken as one checked view ([`Ring::descs`]); an empty ring costs that one
 //! load. The common case has fast paths with the same checks and counters as the general ones:
 //! rx of a one-descriptor packet (no NEXT) skips the chain loop; tx of an unedited one-segment
-//! packet that fits one buffer is one copy and one descriptor write (no [`PktReader`]). A peer counter out of range sets `violation`; the port then
-//! disconnects from its control path.
+//! packet that fits one buffer is one copy and one descriptor write (no [`PktReader`]), done
+//! in two passes per chunk of slots (take and validate the descriptors, then copy) until the
+//! first packet that needs the general path. A peer counter out of range sets `violation`;
+//! the port then disconnects from its control path.
 use crate::memif::ring::{check_desc, check_desc_mut, DescTable, Ring};
 use crate::memif::wire::{Desc, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
 use crate::port::{Drop, PktReader, PktRef, QueueStats, TxItem, VlanEdit, MAX_FRAME, MAX_SEGS};
@@ -491,10 +493,7 @@ impl TxQueue {
                 if len > d.length {
                     break;
                 }
-                dst.copy_from(0, src, 0, len as usize);
-                d.length = len;
-                d.flags = 0;
-                descs.put(self.counter, &d);
+                put_one(descs, self.counter, &mut d, dst, src);
                 self.counter = self.counter.wrapping_add(1);
                 bytes += u64::from(len);
                 k += 1;
@@ -651,10 +650,7 @@ impl TxQueue {
                 (d, dst)
             }
         };
-        d.length = len;
-        d.flags = 0;
-        dst.copy_from(0, src, 0, len as usize);
-        descs.put(self.counter, &d);
+        put_one(descs, self.counter, &mut d, dst, src);
         Ok(())
     }
 
@@ -759,4 +755,15 @@ fn take_slots(
         *sl = (d, dst);
     }
     slots.len()
+}
+
+/// Copies `src` into `dst` (a slot's validated buffer, at least `src.len()` long) and writes
+/// the slot's descriptor `d` for `counter` as one unchained buffer of that length.
+#[inline(always)]
+fn put_one(descs: DescTable, counter: u16, d: &mut Desc, dst: SegMut, src: &Seg) {
+    let len = src.len();
+    dst.copy_from(0, src, 0, len as usize);
+    d.length = len;
+    d.flags = 0;
+    descs.put(counter, d);
 }
