@@ -23,7 +23,8 @@
 #   --out FILE    also write the Markdown table to FILE.
 #   --perf FILE   also `perf record` the uswitch worker thread during the window of the
 #                 uswitch-bridge / uswitch-bench reflector / burst 32 case; report to FILE.
-#   --perf-case RE  profile the uswitch case(s) matching RE instead (e.g. 'xconnect/bench/2p/b32').
+#   --perf-case RE  profile the uswitch memif case(s) matching RE instead, with either
+#                 reflector (e.g. 'xconnect/bench/2p/b32', 'bridge/testpmd/16p/b32').
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
 # lost) is marked "DEAD" in its note, never reported as a figure. The table header names the
 # machine (CPU model, TSC MHz, CPUs) and the load average before and after the run.
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --perf) PERF_OUT=$2; shift ;;
         --perf-case) PERF_CASE=$2; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -306,7 +307,11 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     sleep "$WARMUP"
                     switch_clear
                     tp_cmd rf clear port stats all
-                    sleep "$WINDOW"
+                    if [ -n "$PERF_OUT" ] && [[ "$sw" = uswitch-* ]] && [[ "$name" =~ $PERF_CASE ]]; then
+                        perf_worker "$WINDOW" "$name"
+                    else
+                        sleep "$WINDOW"
+                    fi
                     local l; l=$(tp_lines rf)
                     tp_cmd rf show port stats all
                     cycles=$(switch_cycles)
