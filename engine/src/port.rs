@@ -356,6 +356,10 @@ pub trait Port: Send {
         let _ = fds;
         true
     }
+    /// Housekeeping the data path leaves to the control tick (about every 1 ms, every port,
+    /// whatever `control_interest` said; after `poll_control`): e.g. reloading peer flags that
+    /// are too expensive to load per burst. Cheap, never blocks. Default: nothing.
+    fn tick(&mut self) {}
     fn link_up(&self) -> bool;
     /// Queues currently usable for rx (0 when down).
     fn rx_queues(&self) -> usize;

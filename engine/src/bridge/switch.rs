@@ -451,6 +451,7 @@ impl Switch {
             if std::mem::take(&mut s.control_ready) {
                 s.port.poll_control(now);
             }
+            s.port.tick();
             let up = s.port.link_up();
             let rxq = if up { s.port.rx_queues() } else { 0 };
             changed |= rxq != s.rxq;

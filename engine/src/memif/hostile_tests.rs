@@ -388,6 +388,63 @@ fn bad_descriptors_are_dropped_and_counted() {
     ));
 }
 
+/// The server signals the S2C eventfd only while the client has not set MASK_INT. The flag
+/// is cached (it shares a cache line with the head the client writes on every refill): it is
+/// reloaded with the head and at every control tick; a client that unmasked while the cache
+/// said masked gets its signal at the next tick, and none is lost or doubled.
+#[test]
+fn interrupts_follow_the_clients_mask_flag() {
+    let name = sock_name("irq");
+    let mut server = MemifPort::new("srv", &cfg(&name, MemifRole::Server, 1)).unwrap();
+    let raw = RawClient::connect(&mut server, &name, 7);
+    let r = &raw.region;
+    let signals = || -> u64 {
+        let mut b = [0u8; 8];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&raw.irq_s2c), &mut b) {
+            Ok(8) => u64::from_ne_bytes(b),
+            Err(nix::errno::Errno::EAGAIN) => 0,
+            other => panic!("eventfd read: {other:?}"),
+        }
+    };
+    let frame = vec![payload(60, 1)];
+    // The client polls (MASK_INT) and gives 4 buffers: the server loads the head with the
+    // flag and does not signal.
+    raw.s2c.store_flags(r, RING_FLAG_MASK_INT);
+    for s in 0..4u16 {
+        let d = Desc {
+            flags: 0,
+            region: 0,
+            length: BSIZE,
+            offset: raw.buf_off(1, u32::from(s)),
+            metadata: 0,
+        };
+        raw.s2c.write_desc(r, s, &d);
+    }
+    raw.s2c.store_head(r, 4);
+    assert_eq!(send(&mut server, 0, &frame), 1);
+    assert_eq!(signals(), 0, "masked: no signal");
+    // The client unmasks; the server still has room from the head it loaded, so it sends on
+    // its cached flag without a signal ...
+    raw.s2c.store_flags(r, 0);
+    assert_eq!(send(&mut server, 0, &frame), 1);
+    assert_eq!(signals(), 0, "cached flag: not yet");
+    // ... and the control tick delivers it, once.
+    server.tick();
+    assert_eq!(signals(), 1, "signalled at the tick");
+    server.tick();
+    assert_eq!(signals(), 0, "nothing unsignalled: no second signal");
+    // Now known unmasked: every burst signals.
+    assert_eq!(send(&mut server, 0, &frame), 1);
+    assert_eq!(signals(), 1);
+    // Masked again: the tick learns it, then bursts stay silent and the tick adds nothing.
+    raw.s2c.store_flags(r, RING_FLAG_MASK_INT);
+    server.tick();
+    assert_eq!(send(&mut server, 0, &frame), 1);
+    server.tick();
+    assert_eq!(signals(), 0);
+    assert_eq!(raw.s2c.load_tail(r), 4, "all four frames sent");
+    assert!(server.link_up());
+}
 /// Runs in a child process (alone, so no other test's fds or mappings disturb the counts).
 #[test]
 fn no_fd_or_mapping_leaks_over_20_reconnects() {

@@ -262,6 +262,15 @@ impl Port for MemifPort {
         }
     }
 
+    /// Reloads the peer's MASK_INT flag of every tx ring (see `TxQueue::refresh_mask`).
+    fn tick(&mut self) {
+        if let Some(s) = self.session.as_mut().filter(|s| s.phase == Phase::Up) {
+            for q in &mut s.tx {
+                q.refresh_mask(&s.regions);
+            }
+        }
+    }
+
     fn link_up(&self) -> bool {
         self.up_session().is_some()
     }

@@ -15,7 +15,9 @@
 //! validated (region, offset + length inside the region, length limits) before use.
 //!
 //! Hot path: no allocation, no locks; one eventfd write per transmit burst at most (only when
-//! the peer did not set MASK_INT). Per burst the peer's counter is loaded once and the
+//! the peer did not set MASK_INT). The peer's MASK_INT flag is cached: reloaded with the
+//! server-role head (same cache line) and on every control tick ([`TxQueue::refresh_mask`],
+//! which also delivers the one interrupt a peer that just unmasked may have missed). Per burst the peer's counter is loaded once and the
 //! descriptor array is taken as one checked view ([`Ring::descs`]); an empty ring costs that one
 //! load. The common case has fast paths with the same checks and counters as the general ones:
 //! rx of a one-descriptor packet (no NEXT) skips the chain loop; tx of an unedited one-segment
@@ -99,6 +101,15 @@ pub struct TxQueue {
     /// more than the real room; it is reloaded only when a burst needs more than that.
     peer_seen: u16,
     irq: Option<OwnedFd>,
+    /// The peer's MASK_INT flag as last loaded (it polls: no eventfd write needed). The flag
+    /// shares the ring's first cache line with the head the client writes on every refill,
+    /// so it is loaded only with the peer's counter (`reload_room`) and at every control
+    /// tick (`refresh_mask`), not per burst. Starts false: signal until seen masked.
+    peer_masked: bool,
+    /// Packets were published without a signal because of a cached `peer_masked`: if the
+    /// peer turns out unmasked at the next refresh, it gets its signal then (at most one
+    /// control tick, about 1 ms, late).
+    unsignaled: bool,
     /// Set when the peer broke the ring protocol (reason); the port disconnects.
     pub violation: Option<&'static str>,
 }
@@ -316,6 +327,8 @@ impl TxQueue {
             counter: start,
             peer_seen: start,
             irq,
+            peer_masked: false,
+            unsignaled: false,
             violation: None,
         }
     }
@@ -328,6 +341,8 @@ impl TxQueue {
             counter: 0,
             peer_seen: 0,
             irq,
+            peer_masked: false,
+            unsignaled: false,
             violation: None,
         }
     }
@@ -425,7 +440,7 @@ impl TxQueue {
     }
 
     /// Ends a burst: counts `sent` packets of `bytes`, publishes our counter and signals the
-    /// peer (unless it masked interrupts) when anything was sent. Returns `sent`.
+    /// peer (unless it masked interrupts, as last seen) when anything was sent. Returns `sent`.
     #[inline]
     fn publish(&mut self, r: &MmapRegion, sent: usize, bytes: u64, st: &mut QueueStats) -> usize {
         st.tx_packets += sent as u64;
@@ -435,13 +450,32 @@ impl TxQueue {
                 Some(_) => self.ring.store_head(r, self.counter),
                 None => self.ring.store_tail(r, self.counter),
             }
-            if self.ring.flags(r) & RING_FLAG_MASK_INT == 0 {
-                if let Some(fd) = &self.irq {
-                    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
-                }
+            if self.peer_masked {
+                self.unsignaled = true;
+            } else {
+                self.signal();
             }
         }
         sent
+    }
+
+    /// Writes the peer's interrupt eventfd (if it gave one).
+    fn signal(&self) {
+        if let Some(fd) = &self.irq {
+            let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Control tick: reloads the peer's MASK_INT flag; a peer that unmasked since packets
+    /// were published unsignaled gets its signal now.
+    pub fn refresh_mask(&mut self, regions: &[MmapRegion]) {
+        let Some(r) = regions.get(usize::from(self.ring.region)) else {
+            return;
+        };
+        self.peer_masked = self.ring.flags(r) & RING_FLAG_MASK_INT != 0;
+        if std::mem::take(&mut self.unsignaled) && !self.peer_masked {
+            self.signal();
+        }
     }
 
     /// The transmit fast loop over `items` (at most the room left, so no slot check), both
@@ -511,7 +545,12 @@ impl TxQueue {
     fn reload_room(&mut self, r: &MmapRegion) -> Option<u16> {
         let seen = match self.own {
             Some(_) => self.ring.load_tail(r),
-            None => self.ring.load_head(r),
+            None => {
+                let head = self.ring.load_head(r);
+                // Same cache line as the head just loaded: the flag comes for free.
+                self.peer_masked = self.ring.flags(r) & RING_FLAG_MASK_INT != 0;
+                head
+            }
         };
         let room = self.room(seen);
         if room.is_some() {
