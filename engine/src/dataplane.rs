@@ -10,7 +10,8 @@
 //! - The worker spins while any port has its link up; with no link up it waits up to 1 ms per
 //!   iteration on the job channel (an idle switch costs almost no CPU, jobs still run at once).
 //! - Cycle accounting like OVS `pmd-stats-show`: the TSC is read once per iteration; an
-//!   iteration that received packets adds its cycles to `busy_cycles`, others (including
+//!   iteration that received packets adds its cycles to `busy_cycles` (and counts in
+//!   `busy_iterations`: packets per busy iteration is VPP's vectors/call), others (including
 //!   control ticks and idle waits) to `idle_cycles`. An iteration longer than the stall limit
 //!   (50 µs plus 1 µs per packet moved: far above any real burst, far below a scheduler time
 //!   slice) was preempted or saw a time jump: its cycles go to `stall_cycles` instead (and its
@@ -58,6 +59,8 @@ struct Worker {
     busy_cycles: u64,
     idle_cycles: u64,
     iterations: u64,
+    /// Iterations counted in `busy_cycles`.
+    busy_iterations: u64,
     packets: u64,
     stalls: u64,
     stall_cycles: u64,
@@ -76,6 +79,7 @@ impl Worker {
             busy_cycles: 0,
             idle_cycles: 0,
             iterations: 0,
+            busy_iterations: 0,
             packets: 0,
             stalls: 0,
             stall_cycles: 0,
@@ -99,6 +103,7 @@ impl Worker {
             }
         } else if moved > 0 {
             self.busy_cycles += dt;
+            self.busy_iterations += 1;
         } else {
             self.idle_cycles += dt;
         }
@@ -112,7 +117,12 @@ impl Worker {
             busy_cycles: self.busy_cycles,
             idle_cycles: self.idle_cycles,
             iterations: self.iterations,
+            busy_iterations: self.busy_iterations,
             packets: self.packets,
+            packets_per_busy_iteration: per(
+                self.packets - self.stall_packets,
+                self.busy_iterations,
+            ),
             busy_cycles_per_packet: per(self.busy_cycles, self.packets - self.stall_packets),
             stalls: self.stalls,
             stall_cycles: self.stall_cycles,
@@ -126,6 +136,7 @@ impl Worker {
             self.busy_cycles = 0;
             self.idle_cycles = 0;
             self.iterations = 0;
+            self.busy_iterations = 0;
             self.packets = 0;
             self.stalls = 0;
             self.stall_cycles = 0;

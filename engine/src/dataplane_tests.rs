@@ -352,6 +352,11 @@ fn stalled_iterations_are_kept_out_of_busy_cycles() {
     w.account(400_000, 0, &limit); // preempted while idle
     let s = w.stats(true);
     assert_eq!((s.iterations, s.packets, s.stalls), (5, 96, 2));
+    assert_eq!(
+        s.busy_iterations, 2,
+        "two unstalled iterations moved packets"
+    );
+    assert!((s.packets_per_busy_iteration - 32.0).abs() < 1e-9);
     assert_eq!(s.busy_cycles, 3_200 + 164_000);
     assert_eq!(
         (s.idle_cycles, s.stall_cycles, s.stall_packets),
@@ -361,5 +366,6 @@ fn stalled_iterations_are_kept_out_of_busy_cycles() {
     assert!((s.busy_cycles_per_packet_with_stalls - 5_167_200.0 / 96.0).abs() < 1e-9);
     let s = w.stats(false);
     assert_eq!((s.stalls, s.stall_cycles, s.packets), (0, 0, 0), "cleared");
+    assert_eq!((s.busy_iterations, s.packets_per_busy_iteration), (0, 0.0));
     assert_eq!(s.busy_cycles_per_packet, 0.0);
 }

@@ -160,8 +160,16 @@ pub struct WorkerStats {
     /// TSC cycles in iterations that moved nothing.
     pub idle_cycles: u64,
     pub iterations: u64,
+    /// Iterations counted in `busy_cycles` (they moved packets and were not stalls).
+    #[serde(default)]
+    pub busy_iterations: u64,
     /// Packets received and forwarded (or dropped) by the worker.
     pub packets: u64,
+    /// (packets - stall_packets) / busy_iterations: how full the bursts of a busy iteration
+    /// are, summed over its ports (like VPP's vectors/call). Small values mean the peers, not
+    /// the switch, set the rate, and per-burst costs weigh on every packet.
+    #[serde(default)]
+    pub packets_per_busy_iteration: f64,
     /// busy_cycles / (packets - stall_packets): cycles per packet without stalls.
     pub busy_cycles_per_packet: f64,
     /// Iterations longer than the stall limit (preemption, a time jump): their cycles are in

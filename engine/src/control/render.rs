@@ -228,10 +228,12 @@ pub fn worker(w: &WorkerStats) -> String {
         .core
         .map_or_else(|| "not pinned".to_string(), |c| c.to_string());
     format!(
-        "core:               {core}\nburst:              {}\niterations:         {}\npackets:            {}\nbusy cycles:        {} ({busy_pct:.1}% of loop cycles)\nidle cycles:        {}\nbusy cycles/packet: {:.1}\nstalls:             {} ({} cycles, {} packets)\ncycles/packet incl. stalls: {:.1}\n",
+        "core:               {core}\nburst:              {}\niterations:         {} ({} busy)\npackets:            {} ({:.1} per busy iteration)\nbusy cycles:        {} ({busy_pct:.1}% of loop cycles)\nidle cycles:        {}\nbusy cycles/packet: {:.1}\nstalls:             {} ({} cycles, {} packets)\ncycles/packet incl. stalls: {:.1}\n",
         w.burst,
         w.iterations,
+        w.busy_iterations,
         w.packets,
+        w.packets_per_busy_iteration,
         w.busy_cycles,
         w.idle_cycles,
         w.busy_cycles_per_packet,
