@@ -247,13 +247,21 @@ switch_cycles() { # prints busy cycles per packet since switch_clear
             echo "$TP_SNAP $now" | awk 'NF == 4 && $4 > $2 {printf "%.1f", ($3 - $1) / ($4 - $2)}'
             ;;
         uswitch-*)
-            # busy cycles/packet without stalled iterations (preemption); the figure with them
-            # (as testpmd and OVS count) goes to the row's note via $WORK/stall.txt.
+            # busy cycles/packet without stalled iterations (preemption). To the row's note
+            # (via $WORK/stall.txt): the busy share of the loop and packets per busy
+            # iteration (a switch well below 100 % busy with small bursts waits for its
+            # reflector), and the figure with stalls (as testpmd and OVS count).
             "$BIN/uswitchctl" --control "$WORK/ctl.sock" --json stats --worker \
                 | python3 -c 'import json,sys
 w=json.load(sys.stdin); print(round(w["busy_cycles_per_packet"], 1))
+notes=[]
+loop=w["busy_cycles"] + w["idle_cycles"]
+if loop and "packets_per_busy_iteration" in w:
+    notes.append("busy %.0f %%, %.1f pkt/busy iter" % (100.0 * w["busy_cycles"] / loop, w["packets_per_busy_iteration"]))
 if w.get("stalls"):
-    open(sys.argv[1], "w").write("%d stalls, %.1f cyc/pkt incl. stalls" % (w["stalls"], w.get("busy_cycles_per_packet_with_stalls", 0)))' "$WORK/stall.txt"
+    notes.append("%d stalls, %.1f cyc/pkt incl. stalls" % (w["stalls"], w.get("busy_cycles_per_packet_with_stalls", 0)))
+if notes:
+    open(sys.argv[1], "w").write("; ".join(notes))' "$WORK/stall.txt"
             ;;
         ovs)
             ovs-appctl -t "$WORK/ovs/vswitchd.ctl" dpif-netdev/pmd-stats-show \
@@ -280,7 +288,13 @@ perf_worker() {
         perf report -i "$WORK/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null \
             | grep -v '^$' | head -150
     } > "$PERF_OUT"
-    perf annotate -i "$WORK/perf.data" --stdio 2>/dev/null | head -400 > "${PERF_OUT%.txt}.annotate.txt"
+    # Every sampled function, only its instructions with >= 0.2 % of the function's samples
+    # (and the source line each comes from): where inside a function the cycles go.
+    perf annotate -i "$WORK/perf.data" --stdio 2>/dev/null | awk '
+        /Source code & Disassembly/ { print ""; print; next }
+        /^ +: [0-9]+ / { src = $0; next }
+        $1 ~ /^[0-9.]+$/ && $2 == ":" && $1 + 0 >= 0.2 { if (src != "") print src; src = ""; print }
+    ' > "${PERF_OUT%.txt}.annotate.txt"
 }
 
 # ---- one case -------------------------------------------------------------------------------
