@@ -7,7 +7,8 @@
 # `uswitch-bench reflect`). 64-byte frames; bursts 32 and 256 (the reflector's and the switch's:
 # testpmd `--burst`, `uswitchd --burst`; OVS's PMD burst is fixed at 32); uswitch also with 16 ports
 # (8 bridges / 8 xconnects of 2 ports each: a single 16-port bridge would flood every frame 15x,
-# since reflected traffic never lets it learn the destination).
+# since reflected traffic never lets it learn the destination), and testpmd io-fwd with 16 ports
+# (its paired port topology: 0<->1, 2<->3, ...) as the reference for how 16 ports scale.
 # vhost-user (issue 7, cases '*/vhost/*'): the switch owns two vhost-user server sockets instead,
 # the reflector is testpmd with two net_virtio_user ports; baseline: testpmd's net_vhost io-fwd.
 #
@@ -532,6 +533,7 @@ for burst in 32 256; do
         [ $HAVE_OVS = 1 ] && run_case ovs "$rf" 2 "$burst"
         run_case uswitch-bridge "$rf" 2 "$burst"
         run_case uswitch-xconnect "$rf" 2 "$burst"
+        run_case testpmd "$rf" 16 "$burst"
         run_case uswitch-bridge "$rf" 16 "$burst"
         run_case uswitch-xconnect "$rf" 16 "$burst"
     done
