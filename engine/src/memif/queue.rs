@@ -17,8 +17,8 @@
 //! Hot path: no allocation, no locks; one eventfd write per transmit burst at most (only when
 //! the peer did not set MASK_INT). The peer's MASK_INT flag is cached: reloaded with the
 //! server-role head (same cache line) and on every control tick ([`TxQueue::refresh_mask`],
-//! which also delivers the one interrupt a peer that just unmasked may have missed). Per burst the peer's counter is loaded once and the
-//! descriptor array is taken as one checked view ([`Ring::descs`]); an empty ring costs that one
+//! which also delivers the one interrupt a peer that just unmasked may have missed). Per
+//! burst the peer's counter is loaded once and the descriptor array is taken as one checked view ([`Ring::descs`]); an empty ring costs that one
 //! load. The common case has fast paths with the same checks and counters as the general ones:
 //! rx of a one-descriptor packet (no NEXT) skips the chain loop; tx of an unedited one-segment
 //! packet that fits one buffer is one copy and one descriptor write (no [`PktReader`]), done
@@ -459,8 +459,9 @@ impl TxQueue {
         sent
     }
 
-    /// Writes the peer's interrupt eventfd (if it gave one).
-    fn signal(&self) {
+    /// Writes the peer's interrupt eventfd (if it gave one); nothing is left unsignaled.
+    fn signal(&mut self) {
+        self.unsignaled = false;
         if let Some(fd) = &self.irq {
             let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
         }
@@ -472,10 +473,16 @@ impl TxQueue {
         let Some(r) = regions.get(usize::from(self.ring.region)) else {
             return;
         };
-        self.peer_masked = self.ring.flags(r) & RING_FLAG_MASK_INT != 0;
-        if std::mem::take(&mut self.unsignaled) && !self.peer_masked {
+        self.load_mask(r);
+        if self.unsignaled && !self.peer_masked {
             self.signal();
         }
+    }
+
+    /// Loads the peer's MASK_INT flag into `peer_masked`.
+    #[inline]
+    fn load_mask(&mut self, r: &MmapRegion) {
+        self.peer_masked = self.ring.flags(r) & RING_FLAG_MASK_INT != 0;
     }
 
     /// The transmit fast loop over `items` (at most the room left, so no slot check), both
@@ -548,7 +555,7 @@ impl TxQueue {
             None => {
                 let head = self.ring.load_head(r);
                 // Same cache line as the head just loaded: the flag comes for free.
-                self.peer_masked = self.ring.flags(r) & RING_FLAG_MASK_INT != 0;
+                self.load_mask(r);
                 head
             }
         };
