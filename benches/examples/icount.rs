@@ -3,10 +3,11 @@
 //!
 //! `icount MODE ITERS [BURST]`: a [`Switch`] with two memif server ports a, b (one bridge, or
 //! an xconnect) and two in-process memif client peers pa, pb. Every iteration each peer sends
-//! one burst of BURST (default 32, at most 64) frames of 64 B (like `testpmd --tx-first` traffic, MACs never learned as
-//! destinations: pa sends src mac(1) → mac(100), pb src mac(2) → mac(101)), then one
-//! `Switch::poll` moves both bursts, then the peers drain. MODE: `bridge`, `xconnect`,
-//! `bridge-known` (destinations learned: unicast), `idle` (no traffic: the cost of empty polls).
+//! one burst of BURST (default 32, at most 64) frames of 64 B (like `testpmd --tx-first`
+//! traffic, MACs never learned as destinations: pa sends src mac(1) → mac(100), pb src
+//! mac(2) → mac(101)), then one `Switch::poll` moves both bursts, then the peers drain. MODE:
+//! `bridge`, `xconnect`, `bridge-known` (destinations learned: unicast), `idle` (no traffic:
+//! the cost of empty polls).
 //!
 //! Count only the switch's work:
 //! `valgrind --tool=callgrind --toggle-collect='*Switch*poll*' target/release/examples/icount
@@ -29,8 +30,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("bridge", String::as_str).to_string();
     let iters: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
-    let burst: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
-    assert!((1..=MAX_BURST).contains(&burst), "BURST is 1..={MAX_BURST}");
+    let burst: usize = match args.get(3).map(|s| s.parse::<usize>()) {
+        None => 32,
+        Some(Ok(b)) if (1..=MAX_BURST).contains(&b) => b,
+        Some(_) => {
+            eprintln!("icount: BURST must be a number in 1..={MAX_BURST}");
+            std::process::exit(2);
+        }
+    };
     let (sa, sb) = (sock("icount-a"), sock("icount-b"));
     let mut sw = Switch::new();
     let xc = mode == "xconnect";

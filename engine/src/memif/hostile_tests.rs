@@ -138,6 +138,17 @@ impl RawClient {
     fn buf_off(&self, ring: u32, slot: u32) -> u32 {
         self.bufs + (ring * 16 + slot) * BSIZE
     }
+
+    /// A well-formed descriptor of our buffer `slot` of `ring` (region 0).
+    fn desc(&self, ring: u32, slot: u32, length: u32, flags: u16) -> Desc {
+        Desc {
+            flags,
+            region: 0,
+            length,
+            offset: self.buf_off(ring, slot),
+            metadata: 0,
+        }
+    }
 }
 
 #[test]
@@ -262,13 +273,7 @@ fn bad_descriptors_are_dropped_and_counted() {
     // The server polls: it masks interrupts on the ring it consumes.
     assert_eq!(raw.c2s.flags(r) & RING_FLAG_MASK_INT, RING_FLAG_MASK_INT);
 
-    let good = |slot: u32, len: u32, flags: u16| Desc {
-        flags,
-        region: 0,
-        length: len,
-        offset: raw.buf_off(0, slot),
-        metadata: 0,
-    };
+    let good = |slot: u32, len: u32, flags: u16| raw.desc(0, slot, len, flags);
     let descs = [
         Desc {
             region: 5,
@@ -411,14 +416,8 @@ fn interrupts_follow_the_clients_mask_flag() {
     // flag and does not signal.
     raw.s2c.store_flags(r, RING_FLAG_MASK_INT);
     for s in 0..4u16 {
-        let d = Desc {
-            flags: 0,
-            region: 0,
-            length: BSIZE,
-            offset: raw.buf_off(1, u32::from(s)),
-            metadata: 0,
-        };
-        raw.s2c.write_desc(r, s, &d);
+        raw.s2c
+            .write_desc(r, s, &raw.desc(1, u32::from(s), BSIZE, 0));
     }
     raw.s2c.store_head(r, 4);
     assert_eq!(send(&mut server, 0, &frame), 1);
@@ -445,6 +444,7 @@ fn interrupts_follow_the_clients_mask_flag() {
     assert_eq!(raw.s2c.load_tail(r), 4, "all four frames sent");
     assert!(server.link_up());
 }
+
 /// Runs in a child process (alone, so no other test's fds or mappings disturb the counts).
 #[test]
 fn no_fd_or_mapping_leaks_over_20_reconnects() {
