@@ -99,7 +99,7 @@ print("| binary | runs | median Mpps/dir | median busy cycles/pkt | median incl.
 print("|---|---:|---:|---:|---:|")
 for side in ("old", "new"):
     m, c, ci, n = med[side]
-    f = lambda x: x if x is not None else "-"
+    f = lambda x: f"{x:.3f}" if x is not None else "-"
     print(f"| {side} | {n} | {f(m)} | {f(c)} | {f(ci)} |")
 (om, oc, oci, _), (nm, nc, nci, _) = med["old"], med["new"]
 if om and nm and oci and nci:
