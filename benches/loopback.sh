@@ -24,6 +24,9 @@
 #   --out FILE    also write the Markdown table to FILE.
 #   --perf FILE   also `perf record` the uswitch worker thread during the window of the
 #                 uswitch-bridge / uswitch-bench reflector / burst 32 case; report to FILE.
+#   --ring-log2 N the reflectors' memif rings: 2^N slots (testpmd `rsize=N`, uswitch-bench
+#                 `--ring-size N`; default 10, both tools' default). Every buffer of a ring is
+#                 used in turn, so 16 ports of 1024-slot rings cycle through 64 MiB of buffers.
 #   --perf-case RE  profile the uswitch memif case(s) matching RE instead, with either
 #                 reflector (e.g. 'xconnect/bench/2p/b32', 'bridge/testpmd/16p/b32').
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
@@ -40,6 +43,7 @@ CASES='.*'
 OUT=''
 PERF_OUT=''
 PERF_CASE='^uswitch-bridge/bench/2p/b32$'
+RING_LOG2=10
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) WARMUP=1; WINDOW=2 ;;
@@ -49,7 +53,12 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --perf) PERF_OUT=$2; shift ;;
         --perf-case) PERF_CASE=$2; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        --ring-log2)
+            RING_LOG2=$2; shift
+            if ! [[ "$RING_LOG2" =~ ^[0-9]+$ ]] || [ "$RING_LOG2" -lt 4 ] || [ "$RING_LOG2" -gt 14 ]; then
+                echo "loopback.sh: --ring-log2 must be 4..14" >&2; exit 2
+            fi ;;
+        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -313,7 +322,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                 local q=''
                 [ "$sw" = ovs ] && q='--rxq=2 --txq=2'
                 # shellcheck disable=SC2046,SC2086
-                tp_start rf 0@1,1@1 $(vdevs client "$n" "") -- -i --forward-mode=io \
+                tp_start rf 0@1,1@1 $(vdevs client "$n" ",rsize=$RING_LOG2") -- -i --forward-mode=io \
                     --burst="$burst" $q \
                     && tp_wait_prompt rf || note='reflector failed to start'
                 if [ -z "$note" ]; then
@@ -346,7 +355,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     [ "$sw" = ovs ] && q=2
                     for i in $(seq 0 $((n - 1))); do socks+=(-s "$WORK/p$i.sock"); done
                     "$BIN/uswitch-bench" reflect "${socks[@]}" --queues "$q" --core 1 --burst "$burst" \
-                        --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
+                        --ring-size "$RING_LOG2" --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
                         > "$WORK/rf.json" 2> "$WORK/rf.err" &
                     local rpid=$!
                     PIDS+=($rpid)
@@ -548,11 +557,11 @@ for burst in 32 256; do
     for sw in testpmd uswitch-bridge uswitch-xconnect; do vhost_case "$sw" "$burst"; done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
-machine, load0, load1 = sys.argv[6], sys.argv[7], sys.argv[8]
+machine, load0, load1, rlog2 = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9])
 def num(s):
     try: return float(s)
     except ValueError: return None
@@ -561,7 +570,7 @@ for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     if sw == "testpmd" and n == "2":
         base[(rf, b)] = (num(mpps), num(agg), num(cyc))
 lines = [f"Machine: {machine}; load average {load0} before, {load1} after.",
-         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1.", "",
+         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.", "",
          "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
