@@ -149,6 +149,17 @@ impl RawClient {
             metadata: 0,
         }
     }
+
+    /// Reads (and so resets) the S2C interrupt eventfd: the signals since the last read, 0
+    /// when there were none.
+    fn signals(&self) -> u64 {
+        let mut b = [0u8; 8];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.irq_s2c), &mut b) {
+            Ok(8) => u64::from_ne_bytes(b),
+            Err(nix::errno::Errno::EAGAIN) => 0,
+            other => panic!("eventfd read: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -314,11 +325,8 @@ fn bad_descriptors_are_dropped_and_counted() {
     // Server → client with an interrupt-mode client (no MASK_INT on the S2C ring): the client
     // gives 2 buffers; the server fills them and signals the eventfd once per burst.
     for s in 0..2u16 {
-        let d = Desc {
-            offset: raw.buf_off(1, u32::from(s)),
-            ..good(0, BSIZE, 0)
-        };
-        raw.s2c.write_desc(r, s, &d);
+        raw.s2c
+            .write_desc(r, s, &raw.desc(1, u32::from(s), BSIZE, 0));
     }
     raw.s2c.store_head(r, 2);
     let frames = vec![payload(60, 1), payload(300, 2), payload(60, 3)];
@@ -326,12 +334,7 @@ fn bad_descriptors_are_dropped_and_counted() {
     // bytes fill slot 1.
     assert_eq!(send(&mut server, 0, &frames), 2);
     assert_eq!(server.stats().queues[0].drop_ring_full, 1);
-    let mut b = [0u8; 8];
-    assert_eq!(
-        nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&raw.irq_s2c), &mut b).unwrap(),
-        8
-    );
-    assert_eq!(u64::from_ne_bytes(b), 1, "one interrupt per burst");
+    assert_eq!(raw.signals(), 1, "one interrupt per burst");
     assert_eq!(raw.s2c.load_tail(r), 2);
     assert_eq!(raw.s2c.read_desc(r, 0).length, 60);
     let mut got = [0u8; 60];
@@ -403,14 +406,6 @@ fn interrupts_follow_the_clients_mask_flag() {
     let mut server = MemifPort::new("srv", &cfg(&name, MemifRole::Server, 1)).unwrap();
     let raw = RawClient::connect(&mut server, &name, 7);
     let r = &raw.region;
-    let signals = || -> u64 {
-        let mut b = [0u8; 8];
-        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&raw.irq_s2c), &mut b) {
-            Ok(8) => u64::from_ne_bytes(b),
-            Err(nix::errno::Errno::EAGAIN) => 0,
-            other => panic!("eventfd read: {other:?}"),
-        }
-    };
     let frame = vec![payload(60, 1)];
     // The client polls (MASK_INT) and gives 4 buffers: the server loads the head with the
     // flag and does not signal.
@@ -421,26 +416,26 @@ fn interrupts_follow_the_clients_mask_flag() {
     }
     raw.s2c.store_head(r, 4);
     assert_eq!(send(&mut server, 0, &frame), 1);
-    assert_eq!(signals(), 0, "masked: no signal");
+    assert_eq!(raw.signals(), 0, "masked: no signal");
     // The client unmasks; the server still has room from the head it loaded, so it sends on
     // its cached flag without a signal ...
     raw.s2c.store_flags(r, 0);
     assert_eq!(send(&mut server, 0, &frame), 1);
-    assert_eq!(signals(), 0, "cached flag: not yet");
+    assert_eq!(raw.signals(), 0, "cached flag: not yet");
     // ... and the control tick delivers it, once.
     server.tick();
-    assert_eq!(signals(), 1, "signalled at the tick");
+    assert_eq!(raw.signals(), 1, "signalled at the tick");
     server.tick();
-    assert_eq!(signals(), 0, "nothing unsignalled: no second signal");
+    assert_eq!(raw.signals(), 0, "nothing unsignalled: no second signal");
     // Now known unmasked: every burst signals.
     assert_eq!(send(&mut server, 0, &frame), 1);
-    assert_eq!(signals(), 1);
+    assert_eq!(raw.signals(), 1);
     // Masked again: the tick learns it, then bursts stay silent and the tick adds nothing.
     raw.s2c.store_flags(r, RING_FLAG_MASK_INT);
     server.tick();
     assert_eq!(send(&mut server, 0, &frame), 1);
     server.tick();
-    assert_eq!(signals(), 0);
+    assert_eq!(raw.signals(), 0);
     assert_eq!(raw.s2c.load_tail(r), 4, "all four frames sent");
     assert!(server.link_up());
 }

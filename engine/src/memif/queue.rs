@@ -14,17 +14,17 @@
 //! memory. Server-role queues use the client's buffers: every descriptor is copied out and
 //! validated (region, offset + length inside the region, length limits) before use.
 //!
-//! Hot path: no allocation, no locks; one eventfd write per transmit burst at most (only when
-//! the peer did not set MASK_INT). The peer's MASK_INT flag is cached: reloaded with the
-//! server-role head (same cache line) and on every control tick ([`TxQueue::refresh_mask`],
-//! which also delivers the one interrupt a peer that just unmasked may have missed). Per
-//! burst the peer's counter is loaded once and the descriptor array is taken as one checked view ([`Ring::descs`]); an empty ring costs that one
-//! load. The common case has fast paths with the same checks and counters as the general ones:
-//! rx of a one-descriptor packet (no NEXT) skips the chain loop; tx of an unedited one-segment
-//! packet that fits one buffer is one copy and one descriptor write (no [`PktReader`]), done
-//! in two passes per chunk of slots (take and validate the descriptors, then copy) until the
-//! first packet that needs the general path. A peer counter out of range sets `violation`;
-//! the port then disconnects from its control path.
+//! Hot path: no allocation, no locks; one eventfd write per transmit burst at most (only when the
+//! peer did not set MASK_INT). The peer's MASK_INT flag is cached: reloaded with the server-role
+//! head (same cache line) and on every control tick ([`TxQueue::refresh_mask`], which also delivers
+//! the one interrupt a peer that just unmasked may have missed). Per burst the peer's counter is
+//! loaded once and the descriptor array is taken as one checked view ([`Ring::descs`]); an empty
+//! ring costs that one load. The common case has fast paths with the same checks and counters as
+//! the general ones: rx of a one-descriptor packet (no NEXT) skips the chain loop; tx of an
+//! unedited one-segment packet that fits one buffer is one copy and one descriptor write (no
+//! [`PktReader`]), done in two passes per chunk of slots (take and validate the descriptors, then
+//! copy) until the first packet that needs the general path. A peer counter out of range sets
+//! `violation`; the port then disconnects from its control path.
 use crate::memif::ring::{check_desc, check_desc_mut, DescTable, Ring};
 use crate::memif::wire::{Desc, DESC_FLAG_NEXT, RING_FLAG_MASK_INT};
 use crate::port::{Drop, PktReader, PktRef, QueueStats, TxItem, VlanEdit, MAX_FRAME, MAX_SEGS};
