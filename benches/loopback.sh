@@ -27,6 +27,10 @@
 #   --ring-log2 N the reflectors' memif rings: 2^N slots (testpmd `rsize=N`, uswitch-bench
 #                 `--ring-size N`; default 10, both tools' default). Every buffer of a ring is
 #                 used in turn, so 16 ports of 1024-slot rings cycle through 64 MiB of buffers.
+#   --max-ring-log2 N  uswitch's server ports cap the client's rings at 2^N slots
+#                 (`uswitchctl port add … --max-ring-size N`, sent in HELLO; testpmd and
+#                 uswitch-bench take the smaller size). Applies to uswitch cases only: testpmd's
+#                 and OVS's memif servers have no such setting. The header says so.
 #   --perf-case RE  profile the uswitch memif case(s) matching RE instead, with either
 #                 reflector (e.g. 'xconnect/bench/2p/b32', 'bridge/testpmd/16p/b32').
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
@@ -44,6 +48,7 @@ OUT=''
 PERF_OUT=''
 PERF_CASE='^uswitch-bridge/bench/2p/b32$'
 RING_LOG2=10
+MAX_RING_LOG2=''
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) WARMUP=1; WINDOW=2 ;;
@@ -58,7 +63,12 @@ while [ $# -gt 0 ]; do
             if ! [[ "$RING_LOG2" =~ ^[0-9]+$ ]] || [ "$RING_LOG2" -lt 4 ] || [ "$RING_LOG2" -gt 14 ]; then
                 echo "loopback.sh: --ring-log2 must be 4..14" >&2; exit 2
             fi ;;
-        -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+        --max-ring-log2)
+            MAX_RING_LOG2=$2; shift
+            if ! [[ "$MAX_RING_LOG2" =~ ^[0-9]+$ ]] || [ "$MAX_RING_LOG2" -lt 4 ] || [ "$MAX_RING_LOG2" -gt 14 ]; then
+                echo "loopback.sh: --max-ring-log2 must be 4..14" >&2; exit 2
+            fi ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -203,6 +213,7 @@ switch_start() { # KIND NPORTS BURST
                 if [ "$1" = uswitch-bridge ] && [ $((i % 2)) = 0 ]; then
                     usctl bridge add "br$((i / 2))" || return 1
                 fi
+                [ -n "$MAX_RING_LOG2" ] && attach+=(--max-ring-size "$MAX_RING_LOG2")
                 usctl port add "p$i" memif --socket "$WORK/p$i.sock" --role server "${attach[@]}" || return 1
             done
             if [ "$1" = uswitch-xconnect ]; then
@@ -557,11 +568,12 @@ for burst in 32 256; do
     for sw in testpmd uswitch-bridge uswitch-xconnect; do vhost_case "$sw" "$burst"; done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" <<'EOF'
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" "$MAX_RING_LOG2" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
 machine, load0, load1, rlog2 = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9])
+cap = f" uswitch's memif ports cap the client's rings at {1 << int(sys.argv[10])} slots (--max-ring-log2; testpmd and OVS as switches do not)." if sys.argv[10] else ""
 def num(s):
     try: return float(s)
     except ValueError: return None
@@ -570,7 +582,7 @@ for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     if sw == "testpmd" and n == "2":
         base[(rf, b)] = (num(mpps), num(agg), num(cyc))
 lines = [f"Machine: {machine}; load average {load0} before, {load1} after.",
-         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.", "",
+         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.{cap}", "",
          "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:

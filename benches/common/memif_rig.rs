@@ -16,6 +16,7 @@ pub fn memif_cfg(socket: &str, role: MemifRole) -> MemifConfig {
         secret: None,
         queues: 1,
         ring_size: 10,
+        max_ring_size: None,
         buffer_size: 2048,
         mode: MemifMode::Ethernet,
     }

@@ -18,6 +18,7 @@ fn switch(names: [String; 2], stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
         secret: None,
         queues: 1,
         ring_size: 10,
+        max_ring_size: None,
         buffer_size: 2048,
         mode: MemifMode::Ethernet,
     };

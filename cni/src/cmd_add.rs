@@ -51,6 +51,7 @@ pub fn port_config(plan: &Plan, conf: &NetConf) -> CniResult<PortConfig> {
                 secret: None,
                 queues,
                 ring_size: conf.uswitch.ring_size.unwrap_or_else(default_ring_size),
+                max_ring_size: conf.uswitch.max_ring_size,
                 buffer_size: conf.uswitch.buffer_size.unwrap_or_else(default_buffer_size),
                 mode: plan.mode,
             }),
@@ -301,4 +302,49 @@ fn add_steps(
     undo.push(Undo::RemoveFile(plan.names.state.clone()));
     state::write_json(&plan.names.state, &record, 0o600)?;
     Ok(out_json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conf(uswitch: serde_json::Value, role: &str) -> (NetConf, Plan) {
+        let v = json!({"cniVersion":"1.1.0","name":"n","type":"uswitch-cni",
+            "host":{"engine":"uswitch","iftype":"memif","netType":"bridge",
+                    "memif":{"role":role},"bridge":{"bridgeName":"br0"}},
+            "uswitch": uswitch});
+        let c = NetConf::parse(v.to_string().as_bytes()).unwrap();
+        let env = CniEnv {
+            container_id: "0123456789abcdef".into(),
+            ifname: "net1".into(),
+            netns: "/var/run/netns/t".into(),
+            ..CniEnv::default()
+        };
+        let p = Plan::resolve(&c, &env).unwrap();
+        (c, p)
+    }
+
+    #[test]
+    fn max_ring_size_reaches_server_ports_and_is_refused_for_clients() {
+        let (c, p) = conf(json!({"ringSize": 9, "maxRingSize": 8}), "master");
+        let PortKind::Memif(m) = port_config(&p, &c).unwrap().kind else {
+            panic!("not memif")
+        };
+        assert_eq!(
+            (m.role, m.ring_size, m.max_ring_size),
+            (MemifRole::Server, 9, Some(8))
+        );
+        let (c, p) = conf(json!({}), "master");
+        let PortKind::Memif(m) = port_config(&p, &c).unwrap().kind else {
+            panic!("not memif")
+        };
+        assert_eq!(m.max_ring_size, None);
+        let (c, p) = conf(json!({"maxRingSize": 8}), "slave");
+        let e = port_config(&p, &c).unwrap_err().to_string();
+        assert!(e.contains("server-role ports only"), "{e}");
+        let (c, p) = conf(json!({"maxRingSize": 20}), "master");
+        let e = port_config(&p, &c).unwrap_err().to_string();
+        assert!(e.contains("max-ring-size"), "{e}");
+    }
 }

@@ -100,6 +100,8 @@ pub struct UswitchConf {
     pub queues: Option<u16>,
     pub ring_size: Option<u8>,
     pub buffer_size: Option<u32>,
+    /// memif, uswitch as server: log2 of the largest ring the pod may create (HELLO cap).
+    pub max_ring_size: Option<u8>,
     /// Start uswitch-agent for the pod (tap mode) in ADD, stop it in DEL.
     pub agent: Option<crate::agent::AgentConf>,
 }

@@ -63,6 +63,7 @@ pub fn memif_port(c: &PodConfig) -> Result<MemifPort> {
         secret: None,
         queues: default_queues(),
         ring_size: default_ring_size(),
+        max_ring_size: None,
         buffer_size: BUFFER_SIZE,
         mode: c.mode,
     };

@@ -266,9 +266,17 @@ pub struct MemifConfig {
     /// Queue pairs (1..=MAX_QUEUES).
     #[serde(default = "default_queues")]
     pub queues: u16,
-    /// log2 of ring size (default 10 = 1024 slots).
+    /// log2 of ring size (default 10 = 1024 slots). Client role: the rings we create (capped
+    /// by the server's HELLO). A server takes the client's size; see `max_ring_size`.
     #[serde(default = "default_ring_size")]
     pub ring_size: u8,
+    /// Server role only: log2 of the largest ring a client may create, sent as HELLO
+    /// `max_log2_ring_size` (DPDK and VPP clients take the smaller of it and their own size; a
+    /// client that asks for more is disconnected). Unset: 14 (16384 slots), like DPDK and VPP.
+    /// Smaller rings keep the buffers a client cycles through (rings × slots × buffer size)
+    /// small, which matters with many ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ring_size: Option<u8>,
     /// Buffer size in bytes (default 2048).
     #[serde(default = "default_buffer_size")]
     pub buffer_size: u32,
@@ -431,6 +439,19 @@ impl PortConfig {
                         m.ring_size
                     )));
                 }
+                if let Some(max) = m.max_ring_size {
+                    if m.role != MemifRole::Server {
+                        return Err(bad(
+                            "max-ring-size applies to server-role ports only (a client sets ring-size)"
+                                .into(),
+                        ));
+                    }
+                    if !(MIN_LOG2_RING..=MAX_LOG2_RING).contains(&max) {
+                        return Err(bad(format!(
+                            "max-ring-size is log2 of slots, must be {MIN_LOG2_RING}..={MAX_LOG2_RING}, got {max}"
+                        )));
+                    }
+                }
                 if !(MIN_BUFFER..=MAX_BUFFER).contains(&m.buffer_size) {
                     return Err(bad(format!(
                         "buffer-size must be {MIN_BUFFER}..={MAX_BUFFER}, got {}",
@@ -574,6 +595,38 @@ mod tests {
         m.socket = format!("/{}", "x".repeat(120));
         assert!(p.validate().unwrap_err().to_string().contains("sun_path"));
         assert!(validate_name("a b").is_err());
+    }
+
+    #[test]
+    fn max_ring_size_is_server_only_and_bounded() {
+        let mut p: PortConfig = serde_json::from_str(
+            r#"{"name":"p0","type":"memif","socket":"/run/a.sock","role":"server","max_ring_size":8}"#,
+        )
+        .unwrap();
+        assert_eq!(p.validate(), Ok(()));
+        let PortKind::Memif(m) = &mut p.kind else {
+            panic!("not memif")
+        };
+        assert_eq!(m.max_ring_size, Some(8));
+        m.max_ring_size = Some(15);
+        let e = p.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("max-ring-size is log2 of slots, must be 1..=14, got 15"),
+            "{e}"
+        );
+        let PortKind::Memif(m) = &mut p.kind else {
+            panic!("not memif")
+        };
+        m.max_ring_size = Some(8);
+        m.role = MemifRole::Client;
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("server-role ports only"), "{e}");
+        // Unset stays out of the JSON (older uswitchctl/CNI versions read it back fine).
+        let PortKind::Memif(m) = &mut p.kind else {
+            panic!("not memif")
+        };
+        m.max_ring_size = None;
+        assert!(!serde_json::to_string(&p).unwrap().contains("max_ring_size"));
     }
 
     #[test]

@@ -265,6 +265,7 @@ fn memif_ports_through_the_worker() {
         secret: None,
         queues: 1,
         ring_size: 8,
+        max_ring_size: None,
         buffer_size: 2048,
         mode: MemifMode::Ethernet,
     };

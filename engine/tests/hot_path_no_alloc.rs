@@ -147,6 +147,7 @@ fn memif_cfg(socket: &str, role: MemifRole) -> MemifConfig {
         secret: None,
         queues: 1,
         ring_size: 10,
+        max_ring_size: None,
         buffer_size: 2048,
         mode: MemifMode::Ethernet,
     }

@@ -1,7 +1,9 @@
 //! uswitch memif **server** ports with testpmd memif **clients**: a txonly sender on one port
 //! and an rxonly receiver on another port of the same bridge. Exact counts: packets the
 //! receiver counts == uswitch tx counter of its port == packets the sender sent, no drops at a
-//! paced rate; then 2 queue pairs; then 9000-byte packets chained over 2048-byte buffers.
+//! paced rate; then 2 queue pairs; then 9000-byte packets chained over 2048-byte buffers; then
+//! ports with `--max-ring-size 256`, where testpmd (asking for its default 1024 slots) must
+//! create 256-slot rings and the counts stay exact.
 use std::time::Duration;
 use uswitch_e2e::scenario::{assert_no_drops, mac_of, send_and_settle, Switch, BURST};
 use uswitch_e2e::{e2e_lock, TestpmdBuilder};
@@ -9,11 +11,28 @@ use uswitch_e2e::{e2e_lock, TestpmdBuilder};
 const LINK: Duration = Duration::from_secs(15);
 
 fn run(tag: &str, queues: u16, txpkts: Option<&str>, rounds: u32, bursts: u32) {
+    run_with(tag, queues, txpkts, rounds, bursts, None);
+}
+
+/// `max_ring`: slots given as `--max-ring-size`; both ports must then report that ring size.
+fn run_with(
+    tag: &str,
+    queues: u16,
+    txpkts: Option<&str>,
+    rounds: u32,
+    bursts: u32,
+    max_ring: Option<u32>,
+) {
     let _l = e2e_lock();
     let s = Switch::with_bridge(tag);
     let q = queues.to_string();
-    s.add_port("tx0", "server", &["--queues", &q]);
-    s.add_port("rx0", "server", &["--queues", &q]);
+    let max = max_ring.map(|m| m.to_string());
+    let mut args = vec!["--queues", &q];
+    if let Some(m) = &max {
+        args.extend(["--max-ring-size", m]);
+    }
+    s.add_port("tx0", "server", &args);
+    s.add_port("rx0", "server", &args);
     let mut txb = TestpmdBuilder::new(&format!("{tag}-tx"))
         .memif_client(&s.sock_str("tx0"), &mac_of(0))
         .eth_peer(0, &mac_of(1))
@@ -35,6 +54,18 @@ fn run(tag: &str, queues: u16, txpkts: Option<&str>, rounds: u32, bursts: u32) {
     s.sw.wait_link("tx0", true, LINK).unwrap();
     s.sw.wait_link("rx0", true, LINK).unwrap();
     rx.start_fwd().unwrap();
+    if let Some(m) = max_ring {
+        let show = s.sw.show();
+        for p in show.ports {
+            let d = &p.info.details;
+            assert_eq!(
+                d["ring_size"], m,
+                "{}: testpmd's ring size {d:?}",
+                p.config.name
+            );
+            assert_eq!(d["max_ring_size"], m, "{}: {d:?}", p.config.name);
+        }
+    }
 
     let streams = queues as u64;
     let want = rounds as u64 * bursts as u64 * BURST * streams;
@@ -88,4 +119,9 @@ fn multi_queue_two_pairs() {
 #[test]
 fn jumbo_9000_chained() {
     run("srvjumbo", 1, Some("2048,2048,2048,2048,808"), 30, 1);
+}
+
+#[test]
+fn max_ring_size_256_shrinks_the_clients_rings() {
+    run_with("srvmaxring", 1, None, 100, 4, Some(256));
 }

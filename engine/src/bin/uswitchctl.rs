@@ -149,6 +149,10 @@ struct PortAddArgs {
     /// of two) [memif default: 10].
     #[arg(long, value_name = "N", value_parser = parse_ring_size)]
     ring_size: Option<u8>,
+    /// memif server: the largest ring a client may create, log2 or a slot count (HELLO
+    /// max_log2_ring_size; DPDK and VPP clients shrink their rings to it) [default: 14].
+    #[arg(long, value_name = "N", value_parser = parse_ring_size)]
+    max_ring_size: Option<u8>,
     /// memif buffer size in bytes [memif default: 2048].
     #[arg(long, value_name = "N")]
     buffer_size: Option<u32>,
@@ -256,6 +260,7 @@ fn check_port_add(a: &PortAddArgs) -> Result<(), String> {
         (a.id.is_some(), "--id"),
         (a.secret.is_some(), "--secret"),
         (a.ring_size.is_some(), "--ring-size"),
+        (a.max_ring_size.is_some(), "--max-ring-size"),
         (a.buffer_size.is_some(), "--buffer-size"),
     ];
     let kernel_only = [
@@ -287,6 +292,11 @@ fn check_port_add(a: &PortAddArgs) -> Result<(), String> {
             }
             if matches!(a.mode, Some(ModeArg::Server | ModeArg::Client)) {
                 return Err("memif --mode is ethernet, ip or punt (the side is --role)".into());
+            }
+            if a.max_ring_size.is_some() && matches!(a.role, Some(RoleArg::Client)) {
+                return Err(
+                    "--max-ring-size applies to --role server (a client sets --ring-size)".into(),
+                );
             }
         }
         PortType::VhostUser => {
@@ -371,6 +381,7 @@ fn port_config(a: PortAddArgs) -> PortConfig {
             secret: a.secret,
             queues: a.queues.unwrap_or(uswitch::config::default_queues()),
             ring_size: a.ring_size.unwrap_or(uswitch::config::default_ring_size()),
+            max_ring_size: a.max_ring_size,
             buffer_size: a
                 .buffer_size
                 .unwrap_or(uswitch::config::default_buffer_size()),
@@ -743,6 +754,20 @@ mod tests {
             ErrorKind::ValueValidation
         );
         assert!(parse("port add p0 memif --role server").is_err());
+        let e = parse("port add p0 memif --socket /a --role client --max-ring-size 256");
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("applies to --role server"));
+        let e = parse("port add v vhost-user --socket /v --mode server --max-ring-size 8");
+        assert!(e.unwrap_err().to_string().contains("memif ports only"));
+        let Request::PortAdd { port } = req(&format!("{base} --max-ring-size 256")) else {
+            panic!()
+        };
+        let PortKind::Memif(m) = &port.kind else {
+            panic!("not memif")
+        };
+        assert_eq!(m.max_ring_size, Some(8));
         assert!(parse("port add p0 vhost --socket /a --role server").is_err());
         assert!(parse("xconnect a").is_err());
         assert!(parse("stats p0 --worker").is_err());

@@ -1,7 +1,7 @@
 //! One memif control connection and the handshake state machine for both roles.
 //!
 //! Server role (we listen, the client owns the memory):
-//! `HELLO →` · `← INIT` (version 2.0, id, mode, secret) `ACK →` · `← ADD_REGION`+fd (mapped,
+//! `HELLO →` (our queue count and `max_ring_size` as the client's limits) · `← INIT` (version 2.0, id, mode, secret) `ACK →` · `← ADD_REGION`+fd (mapped,
 //! size checked) `ACK →` · `← ADD_RING`+eventfd (index < our queues, region known, ring inside it)
 //! `ACK →` · `← CONNECT` (rings complete, cookies valid) `CONNECTED →`: up.
 //!
@@ -113,6 +113,13 @@ fn mode_of(m: MemifMode) -> Mode {
     }
 }
 
+/// Server role: the largest ring (log2) we let a client create, announced in HELLO.
+fn max_log2(cfg: &MemifConfig) -> u8 {
+    cfg.max_ring_size
+        .unwrap_or(MAX_LOG2_RING)
+        .min(MAX_LOG2_RING)
+}
+
 fn secret_of(cfg: &MemifConfig) -> Secret {
     Secret::new_full(cfg.secret.as_deref().unwrap_or("").as_bytes())
 }
@@ -146,7 +153,7 @@ impl Session {
             max_region: (MAX_REGIONS - 1) as u16,
             max_s2c_ring: q,
             max_c2s_ring: q,
-            max_log2_ring_size: MAX_LOG2_RING,
+            max_log2_ring_size: max_log2(cfg),
         });
         let s = Session::new(sock, now, Phase::WaitInit);
         socket::send(&s.sock, &hello, None)
@@ -248,6 +255,13 @@ impl Session {
         }
         if r.log2_ring_size == 0 || r.log2_ring_size > MAX_LOG2_RING {
             return Err(Fail::protocol("Invalid ring size"));
+        }
+        if r.log2_ring_size > max_log2(cfg) {
+            return Err(Fail::protocol(format!(
+                "Ring size 2^{} above the 2^{} the server allows",
+                r.log2_ring_size,
+                max_log2(cfg)
+            )));
         }
         if self.log2 != 0 && self.log2 != r.log2_ring_size {
             return Err(Fail::protocol("Ring sizes differ"));

@@ -276,6 +276,59 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
 }
 
 #[test]
+fn max_ring_size_is_announced_and_enforced() {
+    let name = sock_name("maxring");
+    let mut scfg = cfg(&name, MemifRole::Server, 1);
+    scfg.max_ring_size = Some(3);
+    let mut server = MemifPort::new("srv", &scfg).unwrap();
+
+    // HELLO carries the cap; a ring above it is refused with a reason and counted.
+    let s = socket::connect(&SockPath::parse(&name)).unwrap();
+    match expect_msg(&mut server, &s) {
+        Msg::Hello(h) => assert_eq!(h.max_log2_ring_size, 3, "{h:?}"),
+        m => panic!("expected HELLO, got {m:?}"),
+    }
+    let (region, _) = MmapRegion::alloc(ring_bytes(LOG2) + 4096, "maxring").unwrap();
+    socket::send(&s, &init(7), None).unwrap();
+    assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
+    let add = Msg::AddRegion(AddRegion {
+        index: 0,
+        size: region.len() as u64,
+    });
+    socket::send(&s, &add, Some(region.fd())).unwrap();
+    assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
+    let efd: OwnedFd = EventFd::new().unwrap().into();
+    let ring = Msg::AddRing(AddRing {
+        dir: RingDir::C2S,
+        index: 0,
+        region: 0,
+        offset: 0,
+        log2_ring_size: LOG2,
+        private_hdr_size: 0,
+    });
+    socket::send(&s, &ring, Some(efd.as_fd())).unwrap();
+    expect_disconnect(
+        &mut server,
+        &s,
+        "Ring size 2^4 above the 2^3 the server allows",
+    );
+    assert_eq!(server.stats().control_errors, 1);
+
+    // Our own client asks for 2^6 and takes the server's 2^3; traffic flows both ways.
+    let mut client = MemifPort::new("cli", &cfg(&name, MemifRole::Client, 1)).unwrap();
+    bring_up(&mut server, &mut client);
+    for p in [&server, &client] {
+        assert_eq!(p.info().details["ring_size"], 8, "{:?}", p.info());
+    }
+    assert_eq!(server.info().details["max_ring_size"], 8);
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| payload(64 + i, i as u8)).collect();
+    assert_eq!(send(&mut client, 0, &frames), 5);
+    assert_eq!(recv(&mut server, 0), frames);
+    assert_eq!(send(&mut server, 0, &frames), 5);
+    assert_eq!(recv(&mut client, 0), frames);
+}
+
+#[test]
 fn bad_descriptors_are_dropped_and_counted() {
     let name = sock_name("desc");
     let mut server = MemifPort::new("srv", &cfg(&name, MemifRole::Server, 1)).unwrap();

@@ -57,6 +57,7 @@ fn dpdk_interop() {
         secret: std::env::var("MEMIF_SECRET").ok(),
         queues: env("MEMIF_QUEUES", 1),
         ring_size: env("MEMIF_RING", 10),
+        max_ring_size: None,
         buffer_size: env("MEMIF_BSIZE", 2048),
         mode: MemifMode::Ethernet,
     };

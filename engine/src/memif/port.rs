@@ -365,6 +365,9 @@ impl Port for MemifPort {
         d.insert("tx_queues".into(), json!(s.map_or(0, |s| s.tx.len())));
         let log2 = s.map_or(self.cfg.ring_size, |s| s.log2);
         d.insert("ring_size".into(), json!(1u32 << log2));
+        if let Some(m) = self.cfg.max_ring_size {
+            d.insert("max_ring_size".into(), json!(1u32 << m));
+        }
         d.insert("buffer_size".into(), json!(self.cfg.buffer_size));
         let memory = match self.cfg.role {
             MemifRole::Server => Some("peer"),

@@ -13,6 +13,7 @@ pub(crate) fn cfg(socket: &str, role: MemifRole, queues: u16) -> MemifConfig {
         secret: None,
         queues,
         ring_size: 6,
+        max_ring_size: None,
         buffer_size: 2048,
         mode: MemifMode::Ethernet,
     }
