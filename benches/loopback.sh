@@ -28,11 +28,18 @@
 #                 `--ring-size N`; default 10, both tools' default). Every buffer of a ring is
 #                 used in turn, so 16 ports of 1024-slot rings cycle through 64 MiB of buffers.
 #   --max-ring-log2 N  uswitch's server ports cap the client's rings at 2^N slots
-#                 (`uswitchctl port add … --max-ring-size N`, sent in HELLO; testpmd and
-#                 uswitch-bench take the smaller size). Applies to uswitch cases only: testpmd's
-#                 and OVS's memif servers have no such setting. The header says so.
+#                 (`uswitchctl port add … --max-ring-size N`, sent in HELLO: testpmd takes
+#                 the smaller size; uswitch-bench, which refuses to shrink silently, is given
+#                 it). Applies to uswitch cases only: testpmd's and OVS's memif servers have
+#                 no such setting. The header says so.
 #   --perf-case RE  profile the uswitch memif case(s) matching RE instead, with either
 #                 reflector (e.g. 'xconnect/bench/2p/b32', 'bridge/testpmd/16p/b32').
+#   --repeat N    run the memif and latency cases N times (rounds, in turn: every case once,
+#                 then again) and print the median of each figure, with every run's aggregate
+#                 Mpps and cycles/packet in the note. For noisy machines, where one run of a
+#                 case moves by tens of percent. vhost-user cases run once.
+# After the table: aggregate Mpps of 16 ports against 2 ports per switch, reflector and burst
+# (per round, and their median with --repeat).
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
 # lost) is marked "DEAD" in its note, never reported as a figure. The table header names the
 # machine (CPU model, TSC MHz, CPUs) and the load average before and after the run.
@@ -49,6 +56,8 @@ PERF_OUT=''
 PERF_CASE='^uswitch-bridge/bench/2p/b32$'
 RING_LOG2=10
 MAX_RING_LOG2=''
+REPEAT=1
+ROUND=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) WARMUP=1; WINDOW=2 ;;
@@ -68,7 +77,12 @@ while [ $# -gt 0 ]; do
             if ! [[ "$MAX_RING_LOG2" =~ ^[0-9]+$ ]] || [ "$MAX_RING_LOG2" -lt 4 ] || [ "$MAX_RING_LOG2" -gt 14 ]; then
                 echo "loopback.sh: --max-ring-log2 must be 4..14" >&2; exit 2
             fi ;;
-        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+        --repeat)
+            REPEAT=$2; shift
+            if ! [[ "$REPEAT" =~ ^[0-9]+$ ]] || [ "$REPEAT" -lt 1 ] || [ "$REPEAT" -gt 20 ]; then
+                echo "loopback.sh: --repeat must be 1..20" >&2; exit 2
+            fi ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -365,8 +379,14 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     local socks=() i q=1
                     [ "$sw" = ovs ] && q=2
                     for i in $(seq 0 $((n - 1))); do socks+=(-s "$WORK/p$i.sock"); done
+                    # uswitch-bench refuses a server cap below its --ring-size (it never shrinks
+                    # its rings silently), so under --max-ring-log2 it asks for the cap.
+                    local rlog2=$RING_LOG2
+                    if [[ "$sw" = uswitch-* && -n "$MAX_RING_LOG2" && "$MAX_RING_LOG2" -lt "$rlog2" ]]; then
+                        rlog2=$MAX_RING_LOG2
+                    fi
                     "$BIN/uswitch-bench" reflect "${socks[@]}" --queues "$q" --core 1 --burst "$burst" \
-                        --ring-size "$RING_LOG2" --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
+                        --ring-size "$rlog2" --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
                         > "$WORK/rf.json" 2> "$WORK/rf.err" &
                     local rpid=$!
                     PIDS+=($rpid)
@@ -400,8 +420,8 @@ print("%.3f %.3f %s %d" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if
     fi
     if [ -s "$WORK/stall.txt" ]; then note="${note:+$note; }$(cat "$WORK/stall.txt")"; fi
     rm -f "$WORK/stall.txt"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
-        "${cycles:--}" "${rcyc:--}" "$note" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
+        "${cycles:--}" "${rcyc:--}" "$note" "$ROUND" >> "$RESULTS"
     echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
 }
 
@@ -547,6 +567,8 @@ MACHINE="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), T
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "loopback.sh: warm-up ${WARMUP}s, window ${WINDOW}s; machine: $MACHINE; load average $LOAD_BEFORE" >&2
 [ $HAVE_OVS = 1 ] || echo "loopback.sh: NOTE: OVS-DPDK not installed (apt-get install openvswitch-switch-dpdk); skipping it" >&2
+for ROUND in $(seq 1 "$REPEAT"); do
+[ "$REPEAT" -gt 1 ] && echo "loopback.sh: round $ROUND of $REPEAT" >&2
 for burst in 32 256; do
     for rf in testpmd bench; do
         run_case testpmd "$rf" 2 "$burst"
@@ -563,29 +585,63 @@ for sw in testpmd ovs uswitch-bridge uswitch-xconnect; do
     [ "$sw" = ovs ] && [ $HAVE_OVS = 0 ] && continue
     latency_case "$sw"
 done
+done
 
 for burst in 32 256; do
     for sw in testpmd uswitch-bridge uswitch-xconnect; do vhost_case "$sw" "$burst"; done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" "$MAX_RING_LOG2" <<'EOF'
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" "$MAX_RING_LOG2" "$REPEAT" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
 machine, load0, load1, rlog2 = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9])
 cap = f" uswitch's memif ports cap the client's rings at {1 << int(sys.argv[10])} slots (--max-ring-log2; testpmd and OVS as switches do not)." if sys.argv[10] else ""
+repeat = int(sys.argv[11])
 def num(s):
     try: return float(s)
     except ValueError: return None
+def median(v):
+    v = sorted(v)
+    if not v: return None
+    k = len(v) // 2
+    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2
+def fmt(x, d):
+    return "-" if x is None else f"{x:.{d}f}"
+# Per case (in first-seen order): its runs, each (round, mpps, agg, cyc, rcyc, note).
+cases, order = {}, []
+for sw, rf, n, b, mpps, agg, cyc, rcyc, note, rnd in rows:
+    k = (sw, rf, n, b)
+    if k not in cases:
+        cases[k] = []
+        order.append(k)
+    cases[k].append((int(rnd), num(mpps), num(agg), num(cyc), num(rcyc), note, (mpps, agg, cyc, rcyc)))
+def figures(k):
+    """(mpps, agg, cyc, rcyc, note) as printed: the run itself, or medians over the rounds."""
+    runs = cases[k]
+    if len(runs) == 1:
+        r = runs[0]
+        return r[6] + (r[5],)
+    med = [median([r[i] for r in runs if r[i] is not None]) for i in (1, 2, 3, 4)]
+    dead = sum(1 for r in runs if r[2] is None)
+    note = f"median of {len(runs) - dead} runs; aggregate " + ", ".join(fmt(r[2], 3) for r in runs) \
+        + "; cycles " + ", ".join(fmt(r[3], 1) for r in runs)
+    if dead: note += f"; {dead} runs without a figure: " + "; ".join(r[5] for r in runs if r[2] is None)
+    return (fmt(med[0], 3), fmt(med[1], 3), fmt(med[2], 1), fmt(med[3], 1), note)
 base = {}
-for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
+for k in order:
+    sw, rf, n, b = k
     if sw == "testpmd" and n == "2":
-        base[(rf, b)] = (num(mpps), num(agg), num(cyc))
+        f = figures(k)
+        base[(rf, b)] = (num(f[0]), num(f[1]), num(f[2]))
+rounds = f" Each figure is the median of {repeat} rounds." if repeat > 1 else ""
 lines = [f"Machine: {machine}; load average {load0} before, {load1} after.",
-         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.{cap}", "",
+         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.{cap}{rounds}", "",
          "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
+for k in order:
+    sw, rf, n, b = k
+    mpps, agg, cyc, rcyc, note = figures(k)
     bm, ba, bc = base.get((rf, b), (None, None, None))
     a, c = num(agg), num(cyc)
     r_m = f"{a / ba:.2f}x" if a and ba else "-"
@@ -593,6 +649,22 @@ for sw, rf, n, b, mpps, agg, cyc, rcyc, note in rows:
     lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {rcyc} | {note} |")
 lines.append("")
 lines.append("Ratios: aggregate Mpps and cycles/packet divided by testpmd io-fwd's (2 ports) with the same reflector and burst.")
+# 16 ports against 2 ports: the same switch, reflector and burst, paired by round.
+scale = []
+for k in order:
+    sw, rf, n, b = k
+    k2 = (sw, rf, "2", b)
+    if n != "16" or k2 not in cases:
+        continue
+    two = {r[0]: r[2] for r in cases[k2]}
+    per = [(r[2] / two[r[0]] - 1) * 100 for r in cases[k] if r[2] and two.get(r[0])]
+    if per:
+        scale.append((sw, rf, b, per))
+if scale:
+    lines += ["", "16 ports against 2 ports: aggregate Mpps, change in % (target: within 15 %).", "",
+              "| switch | reflector | burst | per round | median |", "|---|---|---:|---|---:|"]
+    for sw, rf, b, per in scale:
+        lines.append(f"| {sw} | {rf} | {b} | " + ", ".join(f"{p:+.0f} %" for p in per) + f" | {median(per):+.0f} % |")
 lat = [l.rstrip("\n").split("\t") for l in open(sys.argv[5]) if l.strip()]
 if lat:
     lines += ["", "Latency: `uswitch-bench latency` paced at 1 Mpps total, 64 B, port 0 -> switch -> port 1 (one-way, us).", "",
@@ -600,6 +672,13 @@ if lat:
     for r in lat:
         r += [""] * (7 - len(r))
         lines.append("| " + " | ".join(r[:6]) + " | " + " ".join(r[6:]) + " |")
+    if repeat > 1:
+        p99 = {}
+        for r in lat:
+            p99.setdefault(r[0], []).append(r[3])
+        lines += ["", "| switch | p99 per run (us) | median p99 |", "|---|---|---:|"]
+        for sw, v in p99.items():
+            lines.append(f"| {sw} | " + ", ".join(v) + f" | {fmt(median([num(x) for x in v if num(x) is not None]), 2)} |")
 text = "\n".join(lines)
 print(text)
 if out:

@@ -621,7 +621,7 @@ mod tests {
         m.role = MemifRole::Client;
         let e = p.validate().unwrap_err().to_string();
         assert!(e.contains("server-role ports only"), "{e}");
-        // Unset stays out of the JSON (older uswitchctl/CNI versions read it back fine).
+        // Unset stays out of the JSON: state files and `show` output look as before.
         let PortKind::Memif(m) = &mut p.kind else {
             panic!("not memif")
         };

@@ -1,9 +1,10 @@
 //! One memif control connection and the handshake state machine for both roles.
 //!
 //! Server role (we listen, the client owns the memory):
-//! `HELLO →` (our queue count and `max_ring_size` as the client's limits) · `← INIT` (version 2.0, id, mode, secret) `ACK →` · `← ADD_REGION`+fd (mapped,
-//! size checked) `ACK →` · `← ADD_RING`+eventfd (index < our queues, region known, ring inside it)
-//! `ACK →` · `← CONNECT` (rings complete, cookies valid) `CONNECTED →`: up.
+//! `HELLO →` (limits: our queue count, `max_ring_size`) · `← INIT` (version 2.0, id, mode,
+//! secret) `ACK →` · `← ADD_REGION`+fd (mapped, size checked) `ACK →` · `← ADD_RING`+eventfd
+//! (index < our queues, size ≤ our HELLO limit, region known, ring inside it) `ACK →` ·
+//! `← CONNECT` (rings complete, cookies valid) `CONNECTED →`: up.
 //!
 //! Client role (we connect and allocate): `← HELLO` (version range) → we size and allocate one
 //! region (rings, then buffers), then send INIT, ADD_REGION, ADD_RINGs and CONNECT one at a time,
