@@ -68,6 +68,35 @@ fn connect_raw(server: &mut MemifPort, name: &str) -> OwnedFd {
     s
 }
 
+/// Sends INIT (id 7) and ADD_REGION for `region` (both must be ACKed), then one C2S ADD_RING
+/// at `offset` with `log2` slots; the caller reads the answer to the ring.
+fn init_and_add_ring(
+    server: &mut MemifPort,
+    s: &OwnedFd,
+    region: &MmapRegion,
+    offset: u32,
+    log2: u8,
+) {
+    socket::send(s, &init(7), None).unwrap();
+    assert_eq!(expect_msg(server, s), Msg::Ack);
+    let add = Msg::AddRegion(AddRegion {
+        index: 0,
+        size: region.len() as u64,
+    });
+    socket::send(s, &add, Some(region.fd())).unwrap();
+    assert_eq!(expect_msg(server, s), Msg::Ack);
+    let efd: OwnedFd = EventFd::new().unwrap().into();
+    let ring = Msg::AddRing(AddRing {
+        dir: RingDir::C2S,
+        index: 0,
+        region: 0,
+        offset,
+        log2_ring_size: log2,
+        private_hdr_size: 0,
+    });
+    socket::send(s, &ring, Some(efd.as_fd())).unwrap();
+}
+
 /// A client driven by hand: one region with a C2S ring, an S2C ring, then buffers.
 struct RawClient {
     sock: OwnedFd,
@@ -222,24 +251,7 @@ fn garbage_and_bad_handshakes_are_counted_and_survived() {
 
     // 5. ADD_RING outside the region.
     let s = connect_raw(&mut server, &name);
-    socket::send(&s, &init(7), None).unwrap();
-    assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let add = Msg::AddRegion(AddRegion {
-        index: 0,
-        size: region.len() as u64,
-    });
-    socket::send(&s, &add, Some(region.fd())).unwrap();
-    assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let efd: OwnedFd = EventFd::new().unwrap().into();
-    let ring = Msg::AddRing(AddRing {
-        dir: RingDir::C2S,
-        index: 0,
-        region: 0,
-        offset: (region.len() - 64) as u32,
-        log2_ring_size: 10,
-        private_hdr_size: 0,
-    });
-    socket::send(&s, &ring, Some(efd.as_fd())).unwrap();
+    init_and_add_ring(&mut server, &s, &region, (region.len() - 64) as u32, 10);
     expect_disconnect(&mut server, &s, "Ring outside its region");
 
     // 6. CONNECT before any ring; 7. a silent peer times out (checked via a fake clock).
@@ -289,24 +301,7 @@ fn max_ring_size_is_announced_and_enforced() {
         m => panic!("expected HELLO, got {m:?}"),
     }
     let (region, _) = MmapRegion::alloc(ring_bytes(LOG2) + 4096, "maxring").unwrap();
-    socket::send(&s, &init(7), None).unwrap();
-    assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let add = Msg::AddRegion(AddRegion {
-        index: 0,
-        size: region.len() as u64,
-    });
-    socket::send(&s, &add, Some(region.fd())).unwrap();
-    assert_eq!(expect_msg(&mut server, &s), Msg::Ack);
-    let efd: OwnedFd = EventFd::new().unwrap().into();
-    let ring = Msg::AddRing(AddRing {
-        dir: RingDir::C2S,
-        index: 0,
-        region: 0,
-        offset: 0,
-        log2_ring_size: LOG2,
-        private_hdr_size: 0,
-    });
-    socket::send(&s, &ring, Some(efd.as_fd())).unwrap();
+    init_and_add_ring(&mut server, &s, &region, 0, LOG2);
     expect_disconnect(
         &mut server,
         &s,
