@@ -316,6 +316,10 @@ fn max_ring_size_is_announced_and_enforced() {
         assert_eq!(p.info().details["ring_size"], 8, "{:?}", p.info());
     }
     assert_eq!(server.info().details["max_ring_size"], 8);
+    // Only the client knows the buffer size (it allocated them); the server does not guess.
+    assert_eq!(client.info().details["buffer_size"], 2048);
+    assert!(!server.info().details.contains_key("buffer_size"));
+    assert_eq!(server.info().details["memory"], "peer");
     let frames: Vec<Vec<u8>> = (0..5).map(|i| payload(64 + i, i as u8)).collect();
     assert_eq!(send(&mut client, 0, &frames), 5);
     assert_eq!(recv(&mut server, 0), frames);

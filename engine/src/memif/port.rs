@@ -368,7 +368,10 @@ impl Port for MemifPort {
         if let Some(m) = self.cfg.max_ring_size {
             d.insert("max_ring_size".into(), json!(1u32 << m));
         }
-        d.insert("buffer_size".into(), json!(self.cfg.buffer_size));
+        if self.cfg.role == MemifRole::Client {
+            // A server's buffers are the client's, of a size the protocol does not announce.
+            d.insert("buffer_size".into(), json!(self.cfg.buffer_size));
+        }
         let memory = match self.cfg.role {
             MemifRole::Server => Some("peer"),
             MemifRole::Client => self
