@@ -636,9 +636,10 @@ for k in order:
         base[(rf, b)] = (num(f[0]), num(f[1]), num(f[2]))
 rounds = f" Each figure is the median of {repeat} rounds." if repeat > 1 else ""
 lines = [f"Machine: {machine}; load average {load0} before, {load1} after.",
-         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.{cap}{rounds}", "",
-         "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.{cap}{rounds}"]
+if order:
+    lines += ["", "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 for k in order:
     sw, rf, n, b = k
     mpps, agg, cyc, rcyc, note = figures(k)
@@ -647,8 +648,9 @@ for k in order:
     r_m = f"{a / ba:.2f}x" if a and ba else "-"
     r_c = f"{c / bc:.2f}x" if c and bc else "-"
     lines.append(f"| {sw} | {rf} | {n} | {b} | {mpps} | {agg} | {cyc} | {r_m} | {r_c} | {rcyc} | {note} |")
-lines.append("")
-lines.append("Ratios: aggregate Mpps and cycles/packet divided by testpmd io-fwd's (2 ports) with the same reflector and burst.")
+if order:
+    lines.append("")
+    lines.append("Ratios: aggregate Mpps and cycles/packet divided by testpmd io-fwd's (2 ports) with the same reflector and burst.")
 # 16 ports against 2 ports: the same switch, reflector and burst, paired by round.
 scale = []
 for k in order:
