@@ -148,7 +148,9 @@ fn qemu_guest_uswitch_server_reboot_and_restart() {
     vm.kill9();
     s.sw.wait_link("vm", false, LINK).unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || fd_count(pid) == fds0
+        // Fewer fds than at the start is fine (the baseline may hold a connection that was
+        // still closing); a leak is growth.
+        wait_until(Duration::from_secs(5), || fd_count(pid) <= fds0
             && shm_maps(pid).len() == maps0),
         "leak: fds {} (was {fds0}), maps {:?} (was {maps0})",
         fd_count(pid),
