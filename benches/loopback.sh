@@ -58,6 +58,15 @@ RING_LOG2=10
 MAX_RING_LOG2=''
 REPEAT=1
 ROUND=1
+# int_arg OPTION VALUE MIN MAX: prints VALUE when it is an integer in MIN..MAX, else says so.
+int_arg() {
+    if [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -ge "$3" ] && [ "$2" -le "$4" ]; then
+        echo "$2"
+    else
+        echo "loopback.sh: $1 must be $3..$4" >&2
+        return 1
+    fi
+}
 while [ $# -gt 0 ]; do
     case "$1" in
         --short) WARMUP=1; WINDOW=2 ;;
@@ -67,21 +76,9 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --perf) PERF_OUT=$2; shift ;;
         --perf-case) PERF_CASE=$2; shift ;;
-        --ring-log2)
-            RING_LOG2=$2; shift
-            if ! [[ "$RING_LOG2" =~ ^[0-9]+$ ]] || [ "$RING_LOG2" -lt 4 ] || [ "$RING_LOG2" -gt 14 ]; then
-                echo "loopback.sh: --ring-log2 must be 4..14" >&2; exit 2
-            fi ;;
-        --max-ring-log2)
-            MAX_RING_LOG2=$2; shift
-            if ! [[ "$MAX_RING_LOG2" =~ ^[0-9]+$ ]] || [ "$MAX_RING_LOG2" -lt 4 ] || [ "$MAX_RING_LOG2" -gt 14 ]; then
-                echo "loopback.sh: --max-ring-log2 must be 4..14" >&2; exit 2
-            fi ;;
-        --repeat)
-            REPEAT=$2; shift
-            if ! [[ "$REPEAT" =~ ^[0-9]+$ ]] || [ "$REPEAT" -lt 1 ] || [ "$REPEAT" -gt 20 ]; then
-                echo "loopback.sh: --repeat must be 1..20" >&2; exit 2
-            fi ;;
+        --ring-log2) RING_LOG2=$(int_arg --ring-log2 "$2" 4 14) || exit 2; shift ;;
+        --max-ring-log2) MAX_RING_LOG2=$(int_arg --max-ring-log2 "$2" 4 14) || exit 2; shift ;;
+        --repeat) REPEAT=$(int_arg --repeat "$2" 1 20) || exit 2; shift ;;
         -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac

@@ -294,6 +294,17 @@ pub const MAX_SECRET: usize = 24;
 /// Longest `sun_path` (including the leading NUL of abstract sockets).
 pub const MAX_SUN_PATH: usize = 107;
 
+/// A memif ring size given as log2 of slots must be MIN_LOG2_RING..=MAX_LOG2_RING.
+fn check_log2_ring(what: &str, log2: u8) -> Result<(), String> {
+    if (MIN_LOG2_RING..=MAX_LOG2_RING).contains(&log2) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} is log2 of slots, must be {MIN_LOG2_RING}..={MAX_LOG2_RING}, got {log2}"
+        ))
+    }
+}
+
 pub fn default_queues() -> u16 {
     1
 }
@@ -433,12 +444,7 @@ impl PortConfig {
                         m.queues
                     )));
                 }
-                if !(MIN_LOG2_RING..=MAX_LOG2_RING).contains(&m.ring_size) {
-                    return Err(bad(format!(
-                        "ring-size is log2 of slots, must be {MIN_LOG2_RING}..={MAX_LOG2_RING}, got {}",
-                        m.ring_size
-                    )));
-                }
+                check_log2_ring("ring-size", m.ring_size).map_err(bad)?;
                 if let Some(max) = m.max_ring_size {
                     if m.role != MemifRole::Server {
                         return Err(bad(
@@ -446,11 +452,7 @@ impl PortConfig {
                                 .into(),
                         ));
                     }
-                    if !(MIN_LOG2_RING..=MAX_LOG2_RING).contains(&max) {
-                        return Err(bad(format!(
-                            "max-ring-size is log2 of slots, must be {MIN_LOG2_RING}..={MAX_LOG2_RING}, got {max}"
-                        )));
-                    }
+                    check_log2_ring("max-ring-size", max).map_err(bad)?;
                 }
                 if !(MIN_BUFFER..=MAX_BUFFER).contains(&m.buffer_size) {
                     return Err(bad(format!(

@@ -257,11 +257,11 @@ impl Session {
         if r.log2_ring_size == 0 || r.log2_ring_size > MAX_LOG2_RING {
             return Err(Fail::protocol("Invalid ring size"));
         }
-        if r.log2_ring_size > max_log2(cfg) {
+        let max = max_log2(cfg);
+        if r.log2_ring_size > max {
             return Err(Fail::protocol(format!(
-                "Ring size 2^{} above the 2^{} the server allows",
-                r.log2_ring_size,
-                max_log2(cfg)
+                "Ring size 2^{} above the 2^{max} the server allows",
+                r.log2_ring_size
             )));
         }
         if self.log2 != 0 && self.log2 != r.log2_ring_size {
