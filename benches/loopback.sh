@@ -34,6 +34,9 @@
 #                 no such setting. The header says so.
 #   --perf-case RE  profile the uswitch memif case(s) matching RE instead, with either
 #                 reflector (e.g. 'xconnect/bench/2p/b32', 'bridge/testpmd/16p/b32').
+#   --inject N    the uswitch-bench reflector's packets injected per link at start (its
+#                 `--inject`; default 512, its default). testpmd's `--tx-first` injects one
+#                 burst per port.
 #   --repeat N    run the memif and latency cases N times (rounds, in turn: every case once,
 #                 then again) and print the median of each figure, with every run's aggregate
 #                 Mpps and cycles/packet in the note. For noisy machines, where one run of a
@@ -58,6 +61,7 @@ RING_LOG2=10
 MAX_RING_LOG2=''
 REPEAT=1
 ROUND=1
+INJECT=512
 # int_arg OPTION VALUE MIN MAX: prints VALUE when it is an integer in MIN..MAX, else says so.
 int_arg() {
     if [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -ge "$3" ] && [ "$2" -le "$4" ]; then
@@ -79,7 +83,8 @@ while [ $# -gt 0 ]; do
         --ring-log2) RING_LOG2=$(int_arg --ring-log2 "$2" 4 14) || exit 2; shift ;;
         --max-ring-log2) MAX_RING_LOG2=$(int_arg --max-ring-log2 "$2" 4 14) || exit 2; shift ;;
         --repeat) REPEAT=$(int_arg --repeat "$2" 1 20) || exit 2; shift ;;
-        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
+        --inject) INJECT=$(int_arg --inject "$2" 1 16384) || exit 2; shift ;;
+        -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -383,7 +388,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                         rlog2=$MAX_RING_LOG2
                     fi
                     "$BIN/uswitch-bench" reflect "${socks[@]}" --queues "$q" --core 1 --burst "$burst" \
-                        --ring-size "$rlog2" --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
+                        --ring-size "$rlog2" --inject "$INJECT" --warmup "$WARMUP" --duration "$WINDOW" --linger 3 --json \
                         > "$WORK/rf.json" 2> "$WORK/rf.err" &
                     local rpid=$!
                     PIDS+=($rpid)
@@ -588,13 +593,14 @@ for burst in 32 256; do
     for sw in testpmd uswitch-bridge uswitch-xconnect; do vhost_case "$sw" "$burst"; done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" "$MAX_RING_LOG2" "$REPEAT" <<'EOF'
+python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" "$MAX_RING_LOG2" "$REPEAT" "$INJECT" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
 machine, load0, load1, rlog2 = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9])
 cap = f" uswitch's memif ports cap the client's rings at {1 << int(sys.argv[10])} slots (--max-ring-log2; testpmd and OVS as switches do not)." if sys.argv[10] else ""
 repeat = int(sys.argv[11])
+inject = int(sys.argv[12])
 def num(s):
     try: return float(s)
     except ValueError: return None
@@ -633,7 +639,7 @@ for k in order:
         base[(rf, b)] = (num(f[0]), num(f[1]), num(f[2]))
 rounds = f" Each figure is the median of {repeat} rounds." if repeat > 1 else ""
 lines = [f"Machine: {machine}; load average {load0} before, {load1} after.",
-         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots.{cap}{rounds}"]
+         f"Warm-up {warm} s, window {win} s, 64 B frames; switch on CPU 0, reflector on CPU 1; reflector memif rings {1 << rlog2} slots; uswitch-bench reflector injects {inject} packets per link (testpmd --tx-first: one burst per port).{cap}{rounds}"]
 if order:
     lines += ["", "| switch | reflector | ports | burst | Mpps/dir | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | reflector cycles/pkt | note |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
