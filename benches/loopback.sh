@@ -43,6 +43,12 @@
 #                 case moves by tens of percent. vhost-user cases run once.
 # After the table: aggregate Mpps of 16 ports against 2 ports per switch, reflector and burst
 # (per round, and their median with --repeat).
+# Core placement: during every memif window `uswitch-c2c` times a cache line round trip between
+# CPU 0 and CPU 1 once a second (SCHED_FIFO, under 1 ms each). A run is "near" when every sample
+# is under 2.5x the fastest sample of the whole benchmark run, "far" when none is, else
+# "mixed" (in its note). With --repeat, the figures are also given over near runs only and over
+# far runs only (a VM's host may move the vCPUs between cores sharing an L3 and cores that do
+# not, and every switch's rate follows: compare switches within one placement).
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
 # lost) is marked "DEAD" in its note, never reported as a figure. The table header names the
 # machine (CPU model, TSC MHz, CPUs) and the load average before and after the run.
@@ -84,7 +90,7 @@ while [ $# -gt 0 ]; do
         --max-ring-log2) MAX_RING_LOG2=$(int_arg --max-ring-log2 "$2" 4 14) || exit 2; shift ;;
         --repeat) REPEAT=$(int_arg --repeat "$2" 1 20) || exit 2; shift ;;
         --inject) INJECT=$(int_arg --inject "$2" 1 16384) || exit 2; shift ;;
-        -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -92,7 +98,7 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${USWITCH_BIN:-$ROOT/target/release}
-for b in uswitchd uswitchctl uswitch-bench; do
+for b in uswitchd uswitchctl uswitch-bench uswitch-c2c; do
     if [ ! -x "$BIN/$b" ]; then
         echo "loopback.sh: $BIN/$b missing; run: cargo build --release -p uswitch-engine -p uswitch-bench" >&2
         exit 2
@@ -334,6 +340,30 @@ perf_worker() {
     ' > "${PERF_OUT%.txt}.annotate.txt"
 }
 
+# window SWITCH NAME: the measurement window (perf of the worker when asked), with the core
+# placement probe: `uswitch-c2c` (SCHED_FIFO when chrt can) bounces a cache line between CPU 0
+# and CPU 1 once a second, 2000 round trips (under 1 ms) each, and C2C gets its ns per round
+# trip as a comma list. On a VM whose host moves the two vCPUs between cores that share an L3
+# and cores that do not, every switch's rate follows that placement (docs/benchmarks.md).
+C2C=''
+RT=()
+chrt -f 50 true 2>/dev/null && RT=(chrt -f 50)
+window() {
+    local n c2c_pid
+    n=$(awk -v w="$WINDOW" 'BEGIN {n = int(w); print (n < 1 ? 1 : n)}')
+    "${RT[@]}" "$BIN/uswitch-c2c" --cores 0,1 --samples "$n" --interval-ms 1000 \
+        > "$WORK/c2c.txt" 2> /dev/null &
+    c2c_pid=$!
+    PIDS+=("$c2c_pid")
+    if [ -n "$PERF_OUT" ] && [[ "$1" = uswitch-* ]] && [[ "$2" =~ $PERF_CASE ]]; then
+        perf_worker "$WINDOW" "$2"
+    else
+        sleep "$WINDOW"
+    fi
+    wait "$c2c_pid" 2> /dev/null
+    C2C=$(grep -E '^[0-9.]+$' "$WORK/c2c.txt" | paste -sd, -)
+}
+
 # ---- one case -------------------------------------------------------------------------------
 run_case() { # SWITCH REFLECTOR NPORTS BURST
     local sw=$1 rf=$2 n=$3 burst=$4
@@ -341,6 +371,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
     [[ "$name" =~ $CASES ]] || return 0
     echo "== $name" >&2
     local mpps='' cycles='' agg='' note='' rcyc=''
+    C2C=''
     if ! switch_start "$sw" "$n" "$burst"; then
         note='switch failed to start'
     else
@@ -358,11 +389,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     sleep "$WARMUP"
                     switch_clear
                     tp_cmd rf clear port stats all
-                    if [ -n "$PERF_OUT" ] && [[ "$sw" = uswitch-* ]] && [[ "$name" =~ $PERF_CASE ]]; then
-                        perf_worker "$WINDOW" "$name"
-                    else
-                        sleep "$WINDOW"
-                    fi
+                    window "$sw" "$name"
                     local l; l=$(tp_lines rf)
                     tp_cmd rf show port stats all
                     cycles=$(switch_cycles)
@@ -395,11 +422,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                     for _ in $(seq 1 150); do grep -q 'links up' "$WORK/rf.err" && break; sleep 0.1; done
                     sleep "$WARMUP"
                     switch_clear
-                    if [ -n "$PERF_OUT" ] && [[ "$sw" = uswitch-* ]] && [[ "$name" =~ $PERF_CASE ]]; then
-                        perf_worker "$WINDOW" "$name"
-                    else
-                        sleep "$WINDOW"
-                    fi
+                    window "$sw" "$name"
                     cycles=$(switch_cycles)
                     wait "$rpid" 2>/dev/null
                     if [ -s "$WORK/rf.json" ]; then
@@ -422,9 +445,9 @@ print("%.3f %.3f %s %d" % (r["rx_mpps_per_link"], r["rx_pps"]/1e6, "%.1f" % c if
     fi
     if [ -s "$WORK/stall.txt" ]; then note="${note:+$note; }$(cat "$WORK/stall.txt")"; fi
     rm -f "$WORK/stall.txt"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
-        "${cycles:--}" "${rcyc:--}" "$note" "$ROUND" >> "$RESULTS"
-    echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" "$rf" "$n" "$burst" "${mpps:--}" "${agg:--}" \
+        "${cycles:--}" "${rcyc:--}" "$note" "$ROUND" "${C2C:--}" >> "$RESULTS"
+    echo "   Mpps/dir ${mpps:--}  aggregate ${agg:--}  switch cycles/pkt ${cycles:--} ${note}${C2C:+ (c2c ns: $C2C)}" >&2
 }
 
 # latency_case SWITCH: uswitch-bench latency, paced at 1 Mpps, tx on port 0, rx on port 1.
@@ -611,14 +634,27 @@ def median(v):
     return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2
 def fmt(x, d):
     return "-" if x is None else f"{x:.{d}f}"
-# Per case (in first-seen order): its runs, each (round, mpps, agg, cyc, rcyc, note).
+# Core placement: uswitch-c2c's ns per round trip between CPU 0 and CPU 1, sampled once a second
+# in each window. A sample is "near" under 2.5x the fastest sample of this whole benchmark run;
+# a run is near when all its samples are, far when none is, else mixed.
+probes = {i: [num(x) for x in r[10].split(",") if num(x) is not None] for i, r in enumerate(rows)}
+fastest = min((x for v in probes.values() for x in v), default=None)
+def placement(samples):
+    if not samples or fastest is None: return None
+    near = sum(1 for x in samples if x < 2.5 * fastest)
+    return "near" if near == len(samples) else "far" if near == 0 else "mixed"
+# Per case (in first-seen order): its runs, each (round, mpps, agg, cyc, rcyc, note, raw, placement).
 cases, order = {}, []
-for sw, rf, n, b, mpps, agg, cyc, rcyc, note, rnd in rows:
+for i, (sw, rf, n, b, mpps, agg, cyc, rcyc, note, rnd, _c2c) in enumerate(rows):
     k = (sw, rf, n, b)
     if k not in cases:
         cases[k] = []
         order.append(k)
-    cases[k].append((int(rnd), num(mpps), num(agg), num(cyc), num(rcyc), note, (mpps, agg, cyc, rcyc)))
+    pl = placement(probes[i])
+    if pl and len(probes[i]):
+        lo, hi = min(probes[i]), max(probes[i])
+        note = (note + "; " if note else "") + f"cores {pl} (c2c {lo:.0f}-{hi:.0f} ns)"
+    cases[k].append((int(rnd), num(mpps), num(agg), num(cyc), num(rcyc), note, (mpps, agg, cyc, rcyc), pl))
 def figures(k):
     """(mpps, agg, cyc, rcyc, note) as printed: the run itself, or medians over the rounds."""
     runs = cases[k]
@@ -630,6 +666,8 @@ def figures(k):
     note = f"median of {len(runs) - dead} runs; aggregate " + ", ".join(fmt(r[2], 3) for r in runs) \
         + "; cycles " + ", ".join(fmt(r[3], 1) for r in runs)
     if dead: note += f"; {dead} runs without a figure: " + "; ".join(r[5] for r in runs if r[2] is None)
+    pls = [r[7] for r in runs if r[7]]
+    if pls: note += "; cores " + ", ".join(pls)
     return (fmt(med[0], 3), fmt(med[1], 3), fmt(med[2], 1), fmt(med[3], 1), note)
 base = {}
 for k in order:
@@ -670,6 +708,30 @@ if scale:
               "| switch | reflector | burst | per round | median |", "|---|---|---:|---|---:|"]
     for sw, rf, b, per in scale:
         lines.append(f"| {sw} | {rf} | {b} | " + ", ".join(f"{p:+.0f} %" for p in per) + f" | {median(per):+.0f} % |")
+# The same figures over the runs of one placement only: near and far runs never mixed.
+for pl in ("near", "far"):
+    if repeat < 2 or not any(r[7] == pl for k in order for r in cases[k]):
+        continue
+    med = {}
+    for k in order:
+        runs = [r for r in cases[k] if r[7] == pl and r[2] is not None]
+        if runs:
+            med[k] = (len(runs), median([r[2] for r in runs]),
+                      median([r[3] for r in runs if r[3] is not None]))
+    lines += ["", f"Runs with the cores {pl} only ({'every' if pl == 'near' else 'no'} c2c sample under "
+              f"{2.5 * fastest:.0f} ns, 2.5x the fastest {fastest:.0f} ns of this benchmark run): medians "
+              "over those runs; ratios against testpmd io-fwd's 2-port median of the same placement; "
+              "16 ports against the same switch's 2-port median of the same placement.", "",
+              "| switch | reflector | ports | burst | runs | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | 16 vs 2 ports |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for k, (cnt, a, c) in med.items():
+        sw, rf, n, b = k
+        t = med.get(("testpmd", rf, "2", b))
+        two = med.get((sw, rf, "2", b))
+        r_m = f"{a / t[1]:.2f}x" if t and t[1] else "-"
+        r_c = f"{c / t[2]:.2f}x" if t and t[2] and c else "-"
+        sc = f"{(a / two[1] - 1) * 100:+.0f} %" if n == "16" and two and two[1] else "-"
+        lines.append(f"| {sw} | {rf} | {n} | {b} | {cnt} | {a:.3f} | {fmt(c, 1)} | {r_m} | {r_c} | {sc} |")
 lat = [l.rstrip("\n").split("\t") for l in open(sys.argv[5]) if l.strip()]
 if lat:
     lines += ["", "Latency: `uswitch-bench latency` paced at 1 Mpps total, 64 B, port 0 -> switch -> port 1 (one-way, us).", "",

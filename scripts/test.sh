@@ -79,6 +79,8 @@ if [ "${SKIP_LOOPBACK:-0}" != 1 ]; then
     || { echo "FAILED: loopback table lacks uswitch rows"; cat "$lb_out"; exit 1; }
   grep -Eq '^\| uswitch-(bridge|xconnect) \| vhost-user \| [0-9]+ \| [0-9]' "$lb_out" \
     || { echo "FAILED: loopback table lacks measured uswitch vhost-user rows"; cat "$lb_out"; exit 1; }
+  grep -Eq '^\| uswitch-bridge \| bench \| 2 \| 32 \| .*cores (near|far|mixed) \(c2c [0-9]+-[0-9]+ ns\)' "$lb_out" \
+    || { echo "FAILED: loopback table lacks the core placement probe (uswitch-c2c)"; cat "$lb_out"; exit 1; }
   rm -f "$lb_out"
   # The kernel-port benchmark (issue 8) in its short mode (3 s per case, ≈ 40 s).
   step "benchmark smoke: benches/kernel-port.sh --short"

@@ -83,6 +83,26 @@ fn detail(e: &PortEntry, keys: &[&str]) -> String {
     "-".into()
 }
 
+/// "QUEUES x SLOTS" of a port that is up and announces its queue pairs and ring size (memif:
+/// `ring_size`, vhost-user: the first of `ring_sizes`), else "-".
+fn rings_col(e: &PortEntry) -> String {
+    let d = &e.info.details;
+    let queues = d.get("rx_queues").and_then(serde_json::Value::as_u64);
+    let slots = d
+        .get("ring_size")
+        .and_then(serde_json::Value::as_u64)
+        .or_else(|| {
+            d.get("ring_sizes")
+                .and_then(serde_json::Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(serde_json::Value::as_u64)
+        });
+    match (queues, slots) {
+        (Some(q), Some(n)) if q > 0 && e.info.link_up => format!("{q}x{n}"),
+        _ => "-".into(),
+    }
+}
+
 pub fn ports(entries: &[PortEntry]) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()
@@ -117,6 +137,7 @@ pub fn ports(entries: &[PortEntry]) -> String {
                 if e.info.link_up { "up" } else { "down" }.into(),
                 attach_col(e),
                 socket,
+                rings_col(e),
                 detail(e, &["memory", "memory_backing", "backing"]),
                 peer,
             ]
@@ -130,6 +151,7 @@ pub fn ports(entries: &[PortEntry]) -> String {
             "LINK",
             "BRIDGE/VLAN",
             "SOCKET/IFACE",
+            "RINGS",
             "MEMORY",
             "PEER",
         ],
@@ -285,6 +307,7 @@ pub fn show(s: &ShowResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PortConfig;
     use crate::port::PortInfo;
 
     #[test]
@@ -321,6 +344,8 @@ mod tests {
         };
         info.peer_name = Some("testpmd".into());
         info.details.insert("memory".into(), "hugetlbfs".into());
+        info.details.insert("rx_queues".into(), 2.into());
+        info.details.insert("ring_size".into(), 256.into());
         let t = ports(&[PortEntry {
             config,
             info,
@@ -334,11 +359,40 @@ mod tests {
             "up",
             "br0 trunk 10-12",
             "/run/a.sock id 3",
+            "2x256",
             "hugetlbfs",
             "testpmd",
         ] {
             assert!(row.contains(want), "{want} missing in {row:?}");
         }
+    }
+
+    #[test]
+    fn rings_column_only_for_ports_that_are_up() {
+        let config: PortConfig = serde_json::from_value(serde_json::json!({
+            "name": "v0", "type": "vhost-user", "socket": "/run/v.sock", "mode": "server"
+        }))
+        .unwrap();
+        let mut info = PortInfo {
+            name: "v0".into(),
+            kind: "vhost-user".into(),
+            link_up: true,
+            ..Default::default()
+        };
+        info.details.insert("rx_queues".into(), 1.into());
+        info.details
+            .insert("ring_sizes".into(), serde_json::json!([512, 512]));
+        let entry = |info: PortInfo| PortEntry {
+            config: config.clone(),
+            info,
+            xconnect: None,
+        };
+        assert_eq!(rings_col(&entry(info.clone())), "1x512");
+        info.link_up = false;
+        assert_eq!(rings_col(&entry(info.clone())), "-");
+        info.link_up = true;
+        info.details.remove("ring_sizes");
+        assert_eq!(rings_col(&entry(info)), "-");
     }
 
     #[test]
