@@ -44,9 +44,10 @@
 # After the table: aggregate Mpps of 16 ports against 2 ports per switch, reflector and burst
 # (per round, and their median with --repeat).
 # Core placement: during every memif window `uswitch-c2c` times a cache line round trip between
-# CPU 0 and CPU 1 once a second (SCHED_FIFO, under 1 ms each). A run is "near" when every sample
-# is under 2.5x the fastest sample of the whole benchmark run, "far" when none is, else
-# "mixed" (in its note). With --repeat, the figures are also given over near runs only and over
+# CPU 0 and CPU 1 once a second (SCHED_FIFO, under 1 ms each; latency cases: once in the
+# warm-up and once after the run). A run is "near" when every sample is under the split of the
+# whole benchmark run's samples (the middle of their largest jump, if it is 2x or more), "far"
+# when none is, else "mixed" (in its note). With --repeat, the figures are also given over near runs only and over
 # far runs only (a VM's host may move the vCPUs between cores sharing an L3 and cores that do
 # not, and every switch's rate follows: compare switches within one placement).
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
@@ -90,7 +91,7 @@ while [ $# -gt 0 ]; do
         --max-ring-log2) MAX_RING_LOG2=$(int_arg --max-ring-log2 "$2" 4 14) || exit 2; shift ;;
         --repeat) REPEAT=$(int_arg --repeat "$2" 1 20) || exit 2; shift ;;
         --inject) INJECT=$(int_arg --inject "$2" 1 16384) || exit 2; shift ;;
-        -h|--help) sed -n '2,57p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,58p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -347,6 +348,7 @@ perf_worker() {
 # and cores that do not, every switch's rate follows that placement (docs/benchmarks.md).
 C2C=''
 RT=()
+c2c_once() { "${RT[@]}" "$BIN/uswitch-c2c" --cores 0,1 2> /dev/null; }
 chrt -f 50 true 2>/dev/null && RT=(chrt -f 50)
 window() {
     local n c2c_pid
@@ -458,6 +460,7 @@ latency_case() {
     [[ "$name" =~ $CASES ]] || return 0
     echo "== $name" >&2
     local res='- - - - -' note=''
+    C2C=''
     if switch_start "$sw" 2 32; then
         local q=1
         [ "$sw" = ovs ] && q=2
@@ -466,7 +469,15 @@ latency_case() {
             > "$WORK/lat.json" 2> "$WORK/lat.err" &
         local lpid=$!
         PIDS+=($lpid)
+        # Core placement, outside the measured window (a probe in it would delay frames): once
+        # in the warm-up, once right after the run.
+        for _ in $(seq 1 150); do grep -q 'links up' "$WORK/lat.err" && break; sleep 0.1; done
+        sleep "$(awk -v w="$WARMUP" 'BEGIN {print w / 2}')"
+        local c2c_a c2c_b
+        c2c_a=$(c2c_once)
         wait "$lpid" 2>/dev/null
+        c2c_b=$(c2c_once)
+        C2C=$(printf '%s\n%s\n' "$c2c_a" "$c2c_b" | grep -E '^[0-9.]+$' | paste -sd, -)
         if [ -s "$WORK/lat.json" ]; then
             res=$(python3 -c 'import json,sys
 r=json.load(open(sys.argv[1])); l=r.get("latency") or {}
@@ -479,7 +490,7 @@ print("%.3f %s %s %s %s" % (r["rx_pps"]/1e6, f("p50_ns"), f("p99_ns"), f("p99_9_
         note='switch failed to start'
     fi
     kill_case
-    printf '%s\t%s\t%s\n' "$sw" "$res" "$note" | tr ' ' '\t' >> "$LAT"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sw" $res "${C2C:--}" "$note" >> "$LAT"
     echo "   rx Mpps, p50/p99/p99.9/max us: $res $note" >&2
 }
 
@@ -635,14 +646,26 @@ def median(v):
 def fmt(x, d):
     return "-" if x is None else f"{x:.{d}f}"
 # Core placement: uswitch-c2c's ns per round trip between CPU 0 and CPU 1, sampled once a second
-# in each window. A sample is "near" under 2.5x the fastest sample of this whole benchmark run;
-# a run is near when all its samples are, far when none is, else mixed.
+# in each window (latency cases: once in the warm-up, once after). A run is near when all its
+# samples are under the split below, far when none is, else mixed.
 probes = {i: [num(x) for x in r[10].split(",") if num(x) is not None] for i, r in enumerate(rows)}
-fastest = min((x for v in probes.values() for x in v), default=None)
+# Latency rows: switch, rx Mpps, p50, p99, p99.9, max, c2c samples, note.
+lat = [(l.rstrip("\n").split("\t") + [""] * 8)[:8] for l in open(sys.argv[5]) if l.strip()]
+lat_probes = [[num(x) for x in r[6].split(",") if num(x) is not None] for r in lat]
+# The split between near and far: the geometric middle of the largest jump (by ratio) between
+# consecutive samples of the whole benchmark run, if that jump is at least 2x; else every
+# sample is near (one level). Levels seen on an AMD EPYC guest: ~28 ns (SMT siblings),
+# ~65-90 ns (one L3), ~300-440 ns (not).
+allp = sorted(x for v in list(probes.values()) + lat_probes for x in v if x > 0)
+split = None
+if allp:
+    gap, i = max(((allp[j + 1] / allp[j], j) for j in range(len(allp) - 1)), default=(1.0, 0))
+    split = (allp[i] * allp[i + 1]) ** 0.5 if gap >= 2 else float("inf")
 def placement(samples):
-    if not samples or fastest is None: return None
-    near = sum(1 for x in samples if x < 2.5 * fastest)
+    if not samples or split is None: return None
+    near = sum(1 for x in samples if x < split)
     return "near" if near == len(samples) else "far" if near == 0 else "mixed"
+lat_pl = [placement(v) for v in lat_probes]
 # Per case (in first-seen order): its runs, each (round, mpps, agg, cyc, rcyc, note, raw, placement).
 cases, order = {}, []
 for i, (sw, rf, n, b, mpps, agg, cyc, rcyc, note, rnd, _c2c) in enumerate(rows):
@@ -719,7 +742,7 @@ for pl in ("near", "far"):
             med[k] = (len(runs), median([r[2] for r in runs]),
                       median([r[3] for r in runs if r[3] is not None]))
     lines += ["", f"Runs with the cores {pl} only ({'every' if pl == 'near' else 'no'} c2c sample under "
-              f"{2.5 * fastest:.0f} ns, 2.5x the fastest {fastest:.0f} ns of this benchmark run): medians "
+              f"{split:.0f} ns, the middle of the largest jump between this benchmark run's samples): medians "
               "over those runs; ratios against testpmd io-fwd's 2-port median of the same placement; "
               "16 ports against the same switch's 2-port median of the same placement.", "",
               "| switch | reflector | ports | burst | runs | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | 16 vs 2 ports |",
@@ -732,20 +755,25 @@ for pl in ("near", "far"):
         r_c = f"{c / t[2]:.2f}x" if t and t[2] and c else "-"
         sc = f"{(a / two[1] - 1) * 100:+.0f} %" if n == "16" and two and two[1] else "-"
         lines.append(f"| {sw} | {rf} | {n} | {b} | {cnt} | {a:.3f} | {fmt(c, 1)} | {r_m} | {r_c} | {sc} |")
-lat = [l.rstrip("\n").split("\t") for l in open(sys.argv[5]) if l.strip()]
 if lat:
-    lines += ["", "Latency: `uswitch-bench latency` paced at 1 Mpps total, 64 B, port 0 -> switch -> port 1 (one-way, us).", "",
-              "| switch | rx Mpps | p50 | p99 | p99.9 | max | note |", "|---|---:|---:|---:|---:|---:|---|"]
-    for r in lat:
-        r += [""] * (7 - len(r))
-        lines.append("| " + " | ".join(r[:6]) + " | " + " ".join(r[6:]) + " |")
+    lines += ["", "Latency: `uswitch-bench latency` paced at 1 Mpps total, 64 B, port 0 -> switch -> port 1 (one-way, us). "
+              "Cores: uswitch-c2c once in the warm-up and once after the run.", "",
+              "| switch | rx Mpps | p50 | p99 | p99.9 | max | cores | note |", "|---|---:|---:|---:|---:|---:|---|---|"]
+    for r, pl in zip(lat, lat_pl):
+        cores = f"{pl} ({r[6]} ns)" if pl else "-"
+        lines.append("| " + " | ".join(r[:6]) + f" | {cores} | {r[7]} |")
     if repeat > 1:
         p99 = {}
-        for r in lat:
-            p99.setdefault(r[0], []).append(r[3])
-        lines += ["", "| switch | p99 per run (us) | median p99 |", "|---|---|---:|"]
+        for r, pl in zip(lat, lat_pl):
+            p99.setdefault(r[0], []).append((num(r[3]), r[3], pl))
+        lines += ["", "| switch | p99 per run (us) | median p99 | cores per run | median p99, near runs |",
+                  "|---|---|---:|---|---:|"]
         for sw, v in p99.items():
-            lines.append(f"| {sw} | " + ", ".join(v) + f" | {fmt(median([num(x) for x in v if num(x) is not None]), 2)} |")
+            nv = [x for x, _, pl in v if pl == "near" and x is not None]
+            lines.append(f"| {sw} | " + ", ".join(t for _, t, _ in v)
+                         + f" | {fmt(median([x for x, _, _ in v if x is not None]), 2)} | "
+                         + ", ".join(pl or "-" for _, _, pl in v)
+                         + f" | {fmt(median(nv), 2) + f' ({len(nv)})' if nv else '-'} |")
 text = "\n".join(lines)
 print(text)
 if out:
