@@ -47,9 +47,10 @@
 # CPU 0 and CPU 1 once a second (SCHED_FIFO, under 1 ms each; latency cases: once in the
 # warm-up and once after the run). A run is "near" when every sample is under the split of the
 # whole benchmark run's samples (the middle of their largest jump, if it is 2x or more), "far"
-# when none is, else "mixed" (in its note). With --repeat, the figures are also given over near runs only and over
-# far runs only (a VM's host may move the vCPUs between cores sharing an L3 and cores that do
-# not, and every switch's rate follows: compare switches within one placement).
+# when none is, else "mixed" (in its note). With --repeat, the figures are also given over near
+# runs only and over far runs only (a VM's host may move the vCPUs between cores sharing an L3
+# and cores that do not, and every switch's rate follows: compare switches within one
+# placement). vhost-user cases are not probed.
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
 # lost) is marked "DEAD" in its note, never reported as a figure. The table header names the
 # machine (CPU model, TSC MHz, CPUs) and the load average before and after the run.
@@ -91,7 +92,7 @@ while [ $# -gt 0 ]; do
         --max-ring-log2) MAX_RING_LOG2=$(int_arg --max-ring-log2 "$2" 4 14) || exit 2; shift ;;
         --repeat) REPEAT=$(int_arg --repeat "$2" 1 20) || exit 2; shift ;;
         --inject) INJECT=$(int_arg --inject "$2" 1 16384) || exit 2; shift ;;
-        -h|--help) sed -n '2,58p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,59p' "$0"; exit 0 ;;
         *) echo "loopback.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
