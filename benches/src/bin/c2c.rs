@@ -28,8 +28,8 @@ struct Args {
     /// The two CPUs, e.g. 0,1 (first: this thread; second: the peer).
     #[arg(long, value_name = "A,B", default_value = "0,1", value_parser = parse_cores)]
     cores: (usize, usize),
-    /// Round trips per sample.
-    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    /// Round trips per sample (the first, which waits for the peer thread, is not timed).
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(2..=10_000_000))]
     count: u64,
     /// Samples to take.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -75,24 +75,23 @@ fn sample(b: usize, count: u64, timeout: Duration) -> Result<Option<f64>, String
     // The peer starts on this thread's CPU: under SCHED_FIFO it only runs there while this
     // thread blocks, so it pins itself to `b` before this thread starts spinning.
     let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
-    let peer = std::thread::spawn(move || -> Result<(), String> {
-        let r = pin(b);
-        let failed = r.is_err();
-        let _ = pinned_tx.send(r);
-        if failed {
-            return Ok(());
+    let peer = std::thread::spawn(move || {
+        let pinned = pin(b);
+        let ok = pinned.is_ok();
+        let _ = pinned_tx.send(pinned);
+        if !ok {
+            return;
         }
         // Odd values are ours to answer: 2i+1 -> 2i+2.
         for i in 0..count {
             while l2.load(Ordering::Acquire) != 2 * i + 1 {
                 if s2.load(Ordering::Relaxed) {
-                    return Ok(());
+                    return;
                 }
                 std::hint::spin_loop();
             }
             l2.store(2 * i + 2, Ordering::Release);
         }
-        Ok(())
     });
     match pinned_rx.recv() {
         Ok(Ok(())) => {}
@@ -124,12 +123,11 @@ fn sample(b: usize, count: u64, timeout: Duration) -> Result<Option<f64>, String
     let elapsed = t0.map(|t| t.elapsed());
     stop.store(true, Ordering::Relaxed);
     peer.join()
-        .map_err(|_| "peer thread panicked".to_string())??;
-    Ok(match (done, elapsed) {
-        (true, Some(e)) if count > 1 => Some(e.as_nanos() as f64 / (count - 1) as f64),
-        (true, Some(e)) => Some(e.as_nanos() as f64),
-        _ => None,
-    })
+        .map_err(|_| "peer thread panicked".to_string())?;
+    // `count` >= 2 (the argument's range): count - 1 timed round trips.
+    Ok(elapsed
+        .filter(|_| done)
+        .map(|e| e.as_nanos() as f64 / count.saturating_sub(1).max(1) as f64))
 }
 
 fn main() -> ExitCode {
@@ -170,6 +168,18 @@ mod tests {
         assert!(parse_cores("1,1").unwrap_err().contains("differ"));
         assert!(parse_cores("1").is_err());
         assert!(parse_cores("a,1").is_err());
+    }
+
+    #[test]
+    fn a_sample_times_at_least_one_round_trip() {
+        // The first round trip is not timed, so one alone would measure nothing.
+        assert!(Args::try_parse_from(["uswitch-c2c", "--count", "1"]).is_err());
+        assert_eq!(
+            Args::try_parse_from(["uswitch-c2c", "--count", "2"])
+                .unwrap()
+                .count,
+            2
+        );
     }
 
     #[test]
