@@ -347,15 +347,18 @@ perf_worker() {
 # and CPU 1 once a second, 2000 round trips (under 1 ms) each, and C2C gets its ns per round
 # trip as a comma list. On a VM whose host moves the two vCPUs between cores that share an L3
 # and cores that do not, every switch's rate follows that placement (docs/benchmarks.md).
+# wait_links_up ERRFILE: until uswitch-bench says its links are up (at most 15 s).
+wait_links_up() {
+    for _ in $(seq 1 150); do grep -q 'links up' "$1" && break; sleep 0.1; done
+}
 C2C=''
 RT=()
-c2c_once() { "${RT[@]}" "$BIN/uswitch-c2c" --cores 0,1 2> /dev/null; }
+c2c() { "${RT[@]}" "$BIN/uswitch-c2c" --cores 0,1 "$@" 2> /dev/null; }
 chrt -f 50 true 2>/dev/null && RT=(chrt -f 50)
 window() {
     local n c2c_pid
     n=$(awk -v w="$WINDOW" 'BEGIN {n = int(w); print (n < 1 ? 1 : n)}')
-    "${RT[@]}" "$BIN/uswitch-c2c" --cores 0,1 --samples "$n" --interval-ms 1000 \
-        > "$WORK/c2c.txt" 2> /dev/null &
+    c2c --samples "$n" --interval-ms 1000 > "$WORK/c2c.txt" &
     c2c_pid=$!
     PIDS+=("$c2c_pid")
     if [ -n "$PERF_OUT" ] && [[ "$1" = uswitch-* ]] && [[ "$2" =~ $PERF_CASE ]]; then
@@ -422,7 +425,7 @@ run_case() { # SWITCH REFLECTOR NPORTS BURST
                         > "$WORK/rf.json" 2> "$WORK/rf.err" &
                     local rpid=$!
                     PIDS+=($rpid)
-                    for _ in $(seq 1 150); do grep -q 'links up' "$WORK/rf.err" && break; sleep 0.1; done
+                    wait_links_up "$WORK/rf.err"
                     sleep "$WARMUP"
                     switch_clear
                     window "$sw" "$name"
@@ -472,12 +475,12 @@ latency_case() {
         PIDS+=($lpid)
         # Core placement, outside the measured window (a probe in it would delay frames): once
         # in the warm-up, once right after the run.
-        for _ in $(seq 1 150); do grep -q 'links up' "$WORK/lat.err" && break; sleep 0.1; done
+        wait_links_up "$WORK/lat.err"
         sleep "$(awk -v w="$WARMUP" 'BEGIN {print w / 2}')"
         local c2c_a c2c_b
-        c2c_a=$(c2c_once)
+        c2c_a=$(c2c)
         wait "$lpid" 2>/dev/null
-        c2c_b=$(c2c_once)
+        c2c_b=$(c2c)
         C2C=$(printf '%s\n%s\n' "$c2c_a" "$c2c_b" | grep -E '^[0-9.]+$' | paste -sd, -)
         if [ -s "$WORK/lat.json" ]; then
             res=$(python3 -c 'import json,sys
@@ -649,10 +652,12 @@ def fmt(x, d):
 # Core placement: uswitch-c2c's ns per round trip between CPU 0 and CPU 1, sampled once a second
 # in each window (latency cases: once in the warm-up, once after). A run is near when all its
 # samples are under the split below, far when none is, else mixed.
-probes = {i: [num(x) for x in r[10].split(",") if num(x) is not None] for i, r in enumerate(rows)}
+def samples(field):
+    return [x for x in map(num, field.split(",")) if x is not None]
+probes = {i: samples(r[10]) for i, r in enumerate(rows)}
 # Latency rows: switch, rx Mpps, p50, p99, p99.9, max, c2c samples, note.
 lat = [(l.rstrip("\n").split("\t") + [""] * 8)[:8] for l in open(sys.argv[5]) if l.strip()]
-lat_probes = [[num(x) for x in r[6].split(",") if num(x) is not None] for r in lat]
+lat_probes = [samples(r[6]) for r in lat]
 # The split between near and far: the geometric middle of the largest jump (by ratio) between
 # consecutive samples of the whole benchmark run, if that jump is at least 2x; else every
 # sample is near (one level). Levels seen on an AMD EPYC guest: ~28 ns (SMT siblings),
@@ -675,7 +680,7 @@ for i, (sw, rf, n, b, mpps, agg, cyc, rcyc, note, rnd, _c2c) in enumerate(rows):
         cases[k] = []
         order.append(k)
     pl = placement(probes[i])
-    if pl and len(probes[i]):
+    if pl:
         lo, hi = min(probes[i]), max(probes[i])
         note = (note + "; " if note else "") + f"cores {pl} (c2c {lo:.0f}-{hi:.0f} ns)"
     cases[k].append((int(rnd), num(mpps), num(agg), num(cyc), num(rcyc), note, (mpps, agg, cyc, rcyc), pl))
