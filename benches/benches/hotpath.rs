@@ -8,7 +8,8 @@
 //!   reserved capacity (the alternative the design considered), 1024 lookups per iteration.
 //! - `forward/*`: one `Switch::poll` over a bridge with fake ports: port `a` replays a burst of
 //!   32 frames (no copy on rx), the destination copies each frame once into a scratch buffer
-//!   (what a real port's tx costs). Throughput is in packets.
+//!   (what a real port's tx costs). Throughput is in packets. `forward_small_burst/*`: the same
+//!   with bursts of 4 frames (the per-burst share of the bridge's cost).
 //! - `memif/*`: real memif ports over a Unix socket and shared memory, all in this thread.
 //!   `c2s_burst`: a client port transmits 32 frames, the server port receives and releases them
 //!   (ring enqueue + dequeue, one copy). `bridge_memif_to_memif`: peer client → server port A →
@@ -29,6 +30,8 @@ use uswitch::memif::MemifPort;
 use uswitch::port::{PktRef, Port};
 
 const BURST: usize = 32;
+/// Frames per burst of the `forward_small_burst` group.
+const SMALL_BURST: usize = 4;
 
 fn macs(n: u32, salt: u8) -> Vec<[u8; 6]> {
     (0..n)
@@ -171,6 +174,23 @@ fn bench_forward(c: &mut Criterion) {
         let mut sw = rig(&unicast, 1, true);
         g.bench_function(BenchmarkId::new("xconnect", size), |b| b.iter(|| sw.poll()));
     }
+    g.finish();
+
+    // Bursts of 4: what each port's rx burst holds when a 16-port loopback spreads the frames
+    // over 16 rings (`pkt/busy iter` / ports). The per-burst costs weigh 8x more per packet.
+    let mut g = c.benchmark_group("forward_small_burst");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(SMALL_BURST as u64));
+    let unicast: Vec<Vec<u8>> = (0..SMALL_BURST)
+        .map(|_| frame(mac(2), mac(1), None, 64))
+        .collect();
+    let mut sw = rig(&unicast, 2, false);
+    g.bench_function(BenchmarkId::new("bridge_unicast", 64), |b| {
+        b.iter(|| sw.poll())
+    });
+    let mut sw = rig(&unicast, 1, true);
+    g.bench_function(BenchmarkId::new("xconnect", 64), |b| b.iter(|| sw.poll()));
     g.finish();
 }
 
