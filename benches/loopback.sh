@@ -46,11 +46,11 @@
 # Core placement: during every memif window `uswitch-c2c` times a cache line round trip between
 # CPU 0 and CPU 1 once a second (SCHED_FIFO, under 1 ms each; latency cases: once in the
 # warm-up and once after the run). A run is "near" when every sample is under the split of the
-# whole benchmark run's samples (the middle of their largest jump, if it is 2x or more), "far"
-# when none is, else "mixed" (in its note). With --repeat, the figures are also given over near
-# runs only and over far runs only (a VM's host may move the vCPUs between cores sharing an L3
-# and cores that do not, and every switch's rate follows: compare switches within one
-# placement). vhost-user cases are not probed.
+# whole benchmark run's samples (the middle of their largest jump, if it is 2x or more, else a
+# fixed 150 ns), "far" when none is, else "mixed" (in its note). With --repeat, the figures are
+# also given over near runs only and over far runs only (a VM's host may move the vCPUs between
+# cores sharing an L3 and cores that do not, and every switch's rate follows: compare switches
+# within one placement). vhost-user cases are not probed.
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
 # lost) is marked "DEAD" in its note, never reported as a figure. The table header names the
 # machine (CPU model, TSC MHz, CPUs) and the load average before and after the run.
@@ -659,14 +659,16 @@ probes = {i: samples(r[10]) for i, r in enumerate(rows)}
 lat = [(l.rstrip("\n").split("\t") + [""] * 8)[:8] for l in open(sys.argv[5]) if l.strip()]
 lat_probes = [samples(r[6]) for r in lat]
 # The split between near and far: the geometric middle of the largest jump (by ratio) between
-# consecutive samples of the whole benchmark run, if that jump is at least 2x; else every
-# sample is near (one level). Levels seen on an AMD EPYC guest: ~28 ns (SMT siblings),
-# ~65-90 ns (one L3), ~300-440 ns (not).
+# consecutive samples of the whole benchmark run, if that jump is at least 2x; else (one level)
+# a fixed 150 ns, so a run the host kept on far cores all along is not called near. Levels seen
+# on an AMD EPYC guest: ~28 ns (SMT siblings), ~65-90 ns (one L3), ~300-440 ns (not).
 allp = sorted(x for v in list(probes.values()) + lat_probes for x in v if x > 0)
-split = None
+split, split_why = None, ""
 if allp:
     gap, i = max(((allp[j + 1] / allp[j], j) for j in range(len(allp) - 1)), default=(1.0, 0))
-    split = (allp[i] * allp[i + 1]) ** 0.5 if gap >= 2 else float("inf")
+    split = (allp[i] * allp[i + 1]) ** 0.5 if gap >= 2 else 150.0
+    split_why = ("the middle of the largest jump between this benchmark run's samples" if gap >= 2
+                 else "a fixed split: this benchmark run's samples show one level")
 def placement(samples):
     if not samples or split is None: return None
     near = sum(1 for x in samples if x < split)
@@ -748,7 +750,7 @@ for pl in ("near", "far"):
             med[k] = (len(runs), median([r[2] for r in runs]),
                       median([r[3] for r in runs if r[3] is not None]))
     lines += ["", f"Runs with the cores {pl} only ({'every' if pl == 'near' else 'no'} c2c sample under "
-              f"{split:.0f} ns, the middle of the largest jump between this benchmark run's samples): medians "
+              f"{split:.0f} ns, {split_why}): medians "
               "over those runs; ratios against testpmd io-fwd's 2-port median of the same placement; "
               "16 ports against the same switch's 2-port median of the same placement.", "",
               "| switch | reflector | ports | burst | runs | aggregate Mpps | switch cycles/pkt | Mpps vs testpmd | cycles vs testpmd | 16 vs 2 ports |",
