@@ -176,8 +176,9 @@ fn bench_forward(c: &mut Criterion) {
     }
     g.finish();
 
-    // Bursts of 4: what each port's rx burst holds when a 16-port loopback spreads the frames
-    // over 16 rings (`pkt/busy iter` / ports). The per-burst costs weigh 8x more per packet.
+    // Bursts of 4: what a ring visit carries when the switch keeps ahead of its peers over
+    // many ports (the 16-port xconnect loopback: 4-14 frames per visit, `pkt/busy iter` /
+    // ports). The per-burst costs weigh 8x more per packet than at 32.
     let mut g = c.benchmark_group("forward_small_burst");
     g.measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
