@@ -46,8 +46,9 @@
 # Core placement: during every memif window `uswitch-c2c` times a cache line round trip between
 # CPU 0 and CPU 1 once a second (SCHED_FIFO, under 1 ms each; latency cases: once in the
 # warm-up and once after the run). A run is "near" when every sample is under the split of the
-# whole benchmark run's samples (the middle of their largest jump, if it is 2x or more, else a
-# fixed 150 ns), "far" when none is, else "mixed" (in its note). With --repeat, the figures are
+# whole benchmark run's samples (the middle of their largest jump, if it is 2x or more and each
+# side holds max(2, 5 %) of the samples, else a fixed 150 ns: benches/lib/placement.py, which
+# scripts/test.sh self-tests), "far" when none is, else "mixed" (in its note). With --repeat, the figures are
 # also given over near runs only and over far runs only (a VM's host may move the vCPUs between
 # cores sharing an L3 and cores that do not, and every switch's rate follows: compare switches
 # within one placement). vhost-user cases are not probed.
@@ -631,8 +632,10 @@ for burst in 32 256; do
     for sw in testpmd uswitch-bridge uswitch-xconnect; do vhost_case "$sw" "$burst"; done
 done
 
-python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" "$MAX_RING_LOG2" "$REPEAT" "$INJECT" <<'EOF'
-import sys
+PLACEMENT_LIB="$ROOT/benches/lib" python3 - "$RESULTS" "$WARMUP" "$WINDOW" "$OUT" "$LAT" "$MACHINE" "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RING_LOG2" "$MAX_RING_LOG2" "$REPEAT" "$INJECT" <<'EOF'
+import os, sys
+sys.path.insert(0, os.environ["PLACEMENT_LIB"])
+import placement as placement_lib
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 warm, win, out = sys.argv[2], sys.argv[3], sys.argv[4]
 machine, load0, load1, rlog2 = sys.argv[6], sys.argv[7], sys.argv[8], int(sys.argv[9])
@@ -658,21 +661,12 @@ probes = {i: samples(r[10]) for i, r in enumerate(rows)}
 # Latency rows: switch, rx Mpps, p50, p99, p99.9, max, c2c samples, note.
 lat = [(l.rstrip("\n").split("\t") + [""] * 8)[:8] for l in open(sys.argv[5]) if l.strip()]
 lat_probes = [samples(r[6]) for r in lat]
-# The split between near and far: the geometric middle of the largest jump (by ratio) between
-# consecutive samples of the whole benchmark run, if that jump is at least 2x; else (one level)
-# a fixed 150 ns, so a run the host kept on far cores all along is not called near. Levels seen
-# on an AMD EPYC guest: ~28 ns (SMT siblings), ~65-90 ns (one L3), ~300-440 ns (not).
-allp = sorted(x for v in list(probes.values()) + lat_probes for x in v if x > 0)
-split, split_why = None, ""
-if allp:
-    gap, i = max(((allp[j + 1] / allp[j], j) for j in range(len(allp) - 1)), default=(1.0, 0))
-    split = (allp[i] * allp[i + 1]) ** 0.5 if gap >= 2 else 150.0
-    split_why = ("the middle of the largest jump between this benchmark run's samples" if gap >= 2
-                 else "a fixed split: this benchmark run's samples show one level")
+# The near/far split of the whole benchmark run (benches/lib/placement.py: the middle of the
+# largest jump between samples with enough samples on each side, else a fixed 150 ns). Levels
+# seen on an AMD EPYC guest: ~28 ns (SMT siblings), ~65-90 ns (one L3), ~300-440 ns (not).
+split, split_why = placement_lib.split_of([x for v in list(probes.values()) + lat_probes for x in v])
 def placement(samples):
-    if not samples or split is None: return None
-    near = sum(1 for x in samples if x < split)
-    return "near" if near == len(samples) else "far" if near == 0 else "mixed"
+    return placement_lib.placement(samples, split)
 lat_pl = [placement(v) for v in lat_probes]
 # Per case (in first-seen order): its runs, each (round, mpps, agg, cyc, rcyc, note, raw, placement).
 cases, order = {}, []

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(dpdk dpdk-dev containernetworking-plugins golang-go golang-github-appc-cni-dev
       iproute2 pkg-config iputils-ping socat coreutils util-linux procps
-      iperf3 ethtool bc)
+      iperf3 ethtool bc python3)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -40,6 +40,9 @@ else
   echo "skipped (SKIP_FMT=1)"
 fi
 
+step "benchmark helpers: python3 benches/lib/placement.py (self-test of the core placement labels)"
+python3 benches/lib/placement.py
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
