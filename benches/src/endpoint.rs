@@ -1,7 +1,10 @@
 //! A set of memif client links sharing ONE region and ONE buffer pool.
 //!
 //! Memory: region 0 holds, for each link and queue pair, its C2S ring then its S2C ring, then
-//! (page aligned) `2 × links × queues × ring size` buffers of `buffer size` bytes. Every link announces the same region
+//! (page aligned) `2 × links × queues × ring size` buffers of `buffer size` bytes, each starting
+//! [`buffer_stride`] bytes after the previous one (an odd number of cache lines, as DPDK's
+//! mempool pads its objects: with a power-of-two stride every buffer's first line falls in the
+//! same few cache sets, and 16 links' buffers contend for 1/32 of the L2). Every link announces the same region
 //! fd to its server, so any buffer is valid on any link: a buffer the server filled on link A's
 //! S2C ring can be posted on link B's C2S ring by writing a descriptor — the zero-copy reflector
 //! ([`Endpoint::forward`]) does exactly that and never touches packet bytes.
@@ -40,6 +43,15 @@ pub struct EndpointOpts {
     pub buffer_size: u32,
     pub timeout: Duration,
     pub secret: Option<String>,
+}
+
+/// Bytes from one buffer's start to the next: `buffer_size` rounded up to whole cache lines,
+/// plus one line when that is an even number of lines. An odd number of lines spreads the
+/// buffers' first lines over every cache set; a stride of 2048 bytes puts them all in 1/32 of
+/// an L2's sets (2 of an L1's 64), where 16 links' buffers evict each other.
+pub fn buffer_stride(buffer_size: u32) -> u32 {
+    let lines = buffer_size.div_ceil(64).max(1);
+    64 * (lines | 1)
 }
 
 /// Counters of one link (plain integers owned by the polling thread).
@@ -280,7 +292,8 @@ impl Endpoint {
         let ring_sz = ring_bytes(opts.log2_ring).next_multiple_of(64);
         let buf_base = (nrings * ring_sz).next_multiple_of(4096);
         let nbufs = nrings * size;
-        let total = buf_base + nbufs * opts.buffer_size as usize;
+        let stride = buffer_stride(opts.buffer_size) as usize;
+        let total = buf_base + nbufs * stride;
         if total > u32::MAX as usize {
             return Err(BenchError::Usage(format!(
                 "{nrings} rings x {size} slots x {} bytes exceed the 4 GiB memif offsets allow",
@@ -294,7 +307,7 @@ impl Endpoint {
         })?;
         let pool: Vec<u32> = (0..nbufs)
             .rev()
-            .map(|i| (buf_base + i * opts.buffer_size as usize) as u32)
+            .map(|i| (buf_base + i * stride) as u32)
             .collect();
         let mut links = Vec::with_capacity(sockets.len());
         for (i, (sock_path, &id)) in sockets.iter().zip(ids).enumerate() {

@@ -60,6 +60,57 @@ fn opts() -> EndpointOpts {
 }
 
 #[test]
+fn buffer_stride_is_an_odd_number_of_lines_that_holds_the_buffer() {
+    assert_eq!(buffer_stride(2048), 2112);
+    assert_eq!(buffer_stride(2112), 2112);
+    assert_eq!(buffer_stride(128), 192);
+    assert_eq!(buffer_stride(1500), 1536 + 64);
+    assert_eq!(buffer_stride(65536), 65536 + 64);
+    for size in [128u32, 129, 1000, 2047, 2048, 2049, 4096, 9000, 65536] {
+        let s = buffer_stride(size);
+        assert!(
+            s >= size && s % 64 == 0 && (s / 64) % 2 == 1,
+            "{size} -> {s}"
+        );
+    }
+    // The first lines of 2048-byte buffers land in every set of a 2048-set cache, not 1/32.
+    let sets: std::collections::HashSet<u32> = (0..2048u32)
+        .map(|i| (i * buffer_stride(2048) / 64) % 2048)
+        .collect();
+    assert_eq!(sets.len(), 2048);
+}
+
+#[test]
+fn buffers_do_not_overlap_and_use_the_padded_stride() {
+    let base = format!("@uswb-ep-test3-{}", std::process::id());
+    let names = [format!("{base}-a"), format!("{base}-b")];
+    let stop = Arc::new(AtomicBool::new(false));
+    let sw = switch(names.clone(), stop.clone());
+    let ep = Endpoint::connect(&names, &[0, 0], &opts()).unwrap();
+    let mut offs: Vec<u32> = ep.pool.clone();
+    for l in &ep.links {
+        for q in &l.qs {
+            for k in 0..q.rx_head.wrapping_sub(q.rx_cursor) {
+                offs.push(q.rx_bufs[usize::from(q.rx_cursor.wrapping_add(k) & q.mask)]);
+            }
+        }
+    }
+    offs.sort_unstable();
+    assert_eq!(offs.len(), 2 * 2 * 64);
+    for w in offs.windows(2) {
+        assert_eq!(w[1] - w[0], 2112, "buffers {} and {}", w[0], w[1]);
+    }
+    let last = *offs.last().unwrap() as usize + 2048;
+    assert!(
+        last <= ep.region.len(),
+        "last buffer ends at {last}, past the region"
+    );
+    drop(ep);
+    stop.store(true, Ordering::Relaxed);
+    sw.join().unwrap();
+}
+
+#[test]
 fn zero_copy_reflect_keeps_every_buffer_owned_once() {
     let base = format!("@uswb-ep-test-{}", std::process::id());
     let names = [format!("{base}-a"), format!("{base}-b")];

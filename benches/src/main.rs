@@ -82,7 +82,8 @@ struct Args {
     /// Ring size as log2 of slots.
     #[arg(long, value_name = "LOG2", default_value_t = 10)]
     ring_size: u8,
-    /// Buffer size in bytes.
+    /// Buffer size in bytes. Buffers are laid out an odd number of cache lines apart (2048 ->
+    /// 2112), as DPDK pads mempool objects, so their first lines spread over every cache set.
     #[arg(long, value_name = "BYTES", default_value_t = 2048)]
     buffer_size: u32,
     /// Seconds to wait for each server (connect + handshake).
