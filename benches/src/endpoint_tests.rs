@@ -69,7 +69,7 @@ fn buffer_stride_is_an_odd_number_of_lines_that_holds_the_buffer() {
     for size in [128u32, 129, 1000, 2047, 2048, 2049, 4096, 9000, 65536] {
         let s = buffer_stride(size);
         assert!(
-            s >= size && s % 64 == 0 && (s / 64) % 2 == 1,
+            s >= size && s.is_multiple_of(64) && !(s / 64).is_multiple_of(2),
             "{size} -> {s}"
         );
     }
