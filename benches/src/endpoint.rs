@@ -4,10 +4,10 @@
 //! (page aligned) `2 × links × queues × ring size` buffers of `buffer size` bytes, each starting
 //! [`buffer_stride`] bytes after the previous one (an odd number of cache lines, as DPDK's
 //! mempool pads its objects: with a power-of-two stride every buffer's first line falls in the
-//! same few cache sets, and 16 links' buffers contend for 1/32 of the L2). Every link announces the same region
-//! fd to its server, so any buffer is valid on any link: a buffer the server filled on link A's
-//! S2C ring can be posted on link B's C2S ring by writing a descriptor — the zero-copy reflector
-//! ([`Endpoint::forward`]) does exactly that and never touches packet bytes.
+//! same few cache sets, and 16 links' buffers contend for 1/32 of the L2). Every link announces
+//! the same region fd to its server, so any buffer is valid on any link: a buffer the server
+//! filled on link A's S2C ring can be posted on link B's C2S ring by writing a descriptor — the
+//! zero-copy reflector ([`Endpoint::forward`]) does exactly that and never touches packet bytes.
 //!
 //! Buffer ownership (one owner per buffer, tracked locally, never read back from shared memory):
 //! - in the pool (ours, free);
