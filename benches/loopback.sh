@@ -48,10 +48,10 @@
 # warm-up and once after the run). A run is "near" when every sample is under the split of the
 # whole benchmark run's samples (the middle of their largest jump, if it is 2x or more and each
 # side holds max(2, 5 %) of the samples, else a fixed 150 ns: benches/lib/placement.py, which
-# scripts/test.sh self-tests), "far" when none is, else "mixed" (in its note). With --repeat, the figures are
-# also given over near runs only and over far runs only (a VM's host may move the vCPUs between
-# cores sharing an L3 and cores that do not, and every switch's rate follows: compare switches
-# within one placement). vhost-user cases are not probed.
+# scripts/test.sh self-tests), "far" when none is, else "mixed" (in its note). With --repeat,
+# the figures are also given over near runs only and over far runs only (a VM's host may move
+# the vCPUs between cores sharing an L3 and cores that do not, and every switch's rate follows:
+# compare switches within one placement). vhost-user cases are not probed.
 # A case whose reflector received nothing in the window (a dead loop: every injected frame
 # lost) is marked "DEAD" in its note, never reported as a figure. The table header names the
 # machine (CPU model, TSC MHz, CPUs) and the load average before and after the run.

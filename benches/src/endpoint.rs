@@ -296,7 +296,8 @@ impl Endpoint {
         let total = buf_base + nbufs * stride;
         if total > u32::MAX as usize {
             return Err(BenchError::Usage(format!(
-                "{nrings} rings x {size} slots x {} bytes exceed the 4 GiB memif offsets allow",
+                "{nrings} rings x {size} slots x {stride} bytes (buffer size {} padded to an odd \
+                 number of cache lines) exceed the 4 GiB memif offsets allow",
                 opts.buffer_size
             )));
         }

@@ -87,14 +87,7 @@ fn buffers_do_not_overlap_and_use_the_padded_stride() {
     let stop = Arc::new(AtomicBool::new(false));
     let sw = switch(names.clone(), stop.clone());
     let ep = Endpoint::connect(&names, &[0, 0], &opts()).unwrap();
-    let mut offs: Vec<u32> = ep.pool.clone();
-    for l in &ep.links {
-        for q in &l.qs {
-            for k in 0..q.rx_head.wrapping_sub(q.rx_cursor) {
-                offs.push(q.rx_bufs[usize::from(q.rx_cursor.wrapping_add(k) & q.mask)]);
-            }
-        }
-    }
+    let mut offs = ep.owned_buffers();
     offs.sort_unstable();
     assert_eq!(offs.len(), 2 * 2 * 64);
     for w in offs.windows(2) {
@@ -183,8 +176,9 @@ fn tx_rx_counts_and_payload_survive_the_switch() {
 }
 
 impl Endpoint {
-    /// Every buffer is owned exactly once: in the pool, or posted on exactly one ring slot.
-    pub(super) fn check_ownership(&self) {
+    /// The offsets of every buffer we track: the pool's, then those posted on each ring slot
+    /// (C2S in flight, S2C waiting for the server).
+    pub(super) fn owned_buffers(&self) -> Vec<u32> {
         let mut all: Vec<u32> = self.pool.clone();
         for l in &self.links {
             for q in &l.qs {
@@ -196,6 +190,12 @@ impl Endpoint {
                 }
             }
         }
+        all
+    }
+
+    /// Every buffer is owned exactly once: in the pool, or posted on exactly one ring slot.
+    pub(super) fn check_ownership(&self) {
+        let mut all = self.owned_buffers();
         let n = all.len();
         all.sort_unstable();
         all.dedup();
